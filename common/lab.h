@@ -1,0 +1,138 @@
+/*
+ * lab.h - the small helper library every chapter links.
+ *
+ * It holds only what two or more chapters would otherwise write again:
+ * error messages, the options every server shares (-b -p -q -h), address
+ * setup and formatting, and read/write loops that survive short counts and
+ * EINTR. It never hides a call that a chapter teaches: chapter 02 calls
+ * bind() and listen() itself, chapter 03 calls accept() itself, and so on.
+ */
+#ifndef LAB_H
+#define LAB_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+/* ---- Error reporting (error.c) ------------------------------------------
+ * Every message starts with the program's name, so that a student who runs
+ * three programs in three terminals knows which one is talking. */
+
+/* Remember argv[0]'s last component ("server") for messages. Call first. */
+void set_program_name(const char *argv0);
+const char *program_name(void);
+
+/* The symbolic name of an errno value ("EADDRINUSE"), the name you find in
+ * the man pages; "errno 123" for one this table does not know. */
+const char *errno_name(int err);
+
+/* "prog: MESSAGE" on stderr. */
+void warn_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "prog: MESSAGE: Address already in use (EADDRINUSE)", from errno. */
+void warn_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, then exit(1): for setup errors only, never for one client. */
+_Noreturn void die_errno(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+/* ---- Command-line options (options.c) ------------------------------------ */
+
+#define DEFAULT_ADDR "127.0.0.1" /* reachable from this machine only */
+#define DEFAULT_PORT "8080"
+
+/* The options every server shares. A chapter appends its own letters:
+ *     getopt(argc, argv, SERVER_OPTSTRING "t:")
+ * The leading ':' makes getopt() return ':' for a missing value instead of
+ * printing its own message, so all our messages look alike. */
+#define SERVER_OPTSTRING ":b:p:qh"
+
+struct server_options {
+    const char *addr; /* -b ADDR: an IPv4 or IPv6 literal */
+    const char *port; /* -p PORT: 0-65535, 0 = let the kernel choose */
+    bool quiet;       /* -q: no accepted/closed lines */
+};
+
+/* Fill in the defaults (127.0.0.1, 8080, not quiet). */
+void server_options_init(struct server_options *opts);
+
+/* Handle one getopt() result that every server shares: -b, -p, -q, -h, and
+ * the errors ('?' for an unknown option, ':' for a missing value). -h prints
+ * USAGE on stdout and exits 0; a bad value exits 2 through usage_error(). */
+void server_option(struct server_options *opts, int opt, const char *usage);
+
+/* "prog: MESSAGE" and then USAGE, both on stderr, and exit(2). */
+_Noreturn void usage_error(const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Parse a whole decimal number in [min, max]; false if TEXT is not one. */
+bool parse_number(const char *text, long min, long max, long *out);
+/* A port is a number in 0-65535. */
+bool is_valid_port(const char *text);
+/* An address is an IPv4 or IPv6 literal: "127.0.0.1", "::1", "0.0.0.0". */
+bool is_valid_addr(const char *text);
+
+/* ---- Addresses (address.c) ----------------------------------------------- */
+
+/* Room for the longest "[ffff:ffff:...:255.255.255.255]:65535". */
+#define ADDR_TEXT_MAX 64
+
+/* Write "127.0.0.1:8080" or "[::1]:8080" into BUF and return BUF. */
+char *format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
+                  size_t size);
+
+/* A listening TCP socket on ADDR:PORT, or -1 after printing
+ * "prog: CALL ADDR:PORT: reason" (CALL is getaddrinfo, socket, setsockopt,
+ * bind or listen). It walks getaddrinfo()'s answers, sets SO_REUSEADDR so a
+ * restarted server is not refused while old connections sit in TIME_WAIT,
+ * then binds and listens: the steps chapter 02 writes out by hand. */
+int open_listener(const char *addr, const char *port, int backlog);
+
+/* A TCP socket connected to ADDR:PORT, or -1 after printing why. */
+int open_connection(const char *addr, const char *port);
+
+/* Print "listening on ADDR:PORT" (the real port, from getsockname()) on
+ * stdout and flush it: the line the tests wait for. 0, or -1 on error. */
+int announce_listening(int listen_fd);
+
+/* ---- I/O that survives short counts and EINTR (io.c) --------------------- */
+
+/* read() that retries when a signal interrupts it, unless the signal asked
+ * the program to stop (stop_requested): then it returns -1 with EINTR. */
+ssize_t read_retry(int fd, void *buf, size_t len);
+/* Write all LEN bytes: a write() may take fewer than asked (a short write),
+ * and a signal may interrupt it. Returns 0, or -1 with errno set (EINTR
+ * once stop_requested is set). */
+int write_all(int fd, const void *buf, size_t len);
+/* Read until LEN bytes or end of file. Returns the count (less than LEN
+ * only at EOF), or -1 with errno set. */
+ssize_t read_full(int fd, void *buf, size_t len);
+/* Add O_NONBLOCK to FD's flags. 0, or -1 with errno set. */
+int set_nonblocking(int fd);
+
+/* What a server should do after accept() failed with ERR (man 2 accept):
+ *   ACCEPT_RETRY    a signal, an empty queue, or a client that vanished
+ *                   while queued: go round again
+ *   ACCEPT_BACKOFF  out of descriptors (EMFILE, ENFILE) or memory: log it
+ *                   and stop accepting for a moment, or the loop would spin
+ *   ACCEPT_FATAL    a bug in the program (EBADF, EINVAL...): stop */
+enum accept_action { ACCEPT_RETRY, ACCEPT_BACKOFF, ACCEPT_FATAL };
+enum accept_action accept_error_action(int err);
+
+/* ---- Signals (signals.c) --------------------------------------------------
+ */
+
+/* Set to 1 by SIGINT or SIGTERM once catch_stop_signals() has run. */
+extern volatile sig_atomic_t stop_requested;
+
+/* Catch SIGINT and SIGTERM: the handler only sets stop_requested. Without
+ * SA_RESTART, a blocked accept() or read() then fails with EINTR, and the
+ * loop around it sees the flag. 0, or -1 with errno set. */
+int catch_stop_signals(void);
+
+/* Ignore SIGPIPE, whose default action kills the process when it writes to
+ * a socket the peer has closed; write() then fails with EPIPE instead, which
+ * we handle like any per-client error. 0, or -1 with errno set. */
+int ignore_sigpipe(void);
+
+#endif

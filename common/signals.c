@@ -1,0 +1,39 @@
+/* signals.c - stopping cleanly on SIGINT/SIGTERM, and surviving SIGPIPE. */
+#include "lab.h"
+
+#include <signal.h>
+#include <string.h>
+
+volatile sig_atomic_t stop_requested = 0;
+
+/* A handler may only touch a volatile sig_atomic_t and call
+ * async-signal-safe functions (man 7 signal-safety): so it sets a flag. */
+static void on_stop_signal(int signo)
+{
+    (void)signo;
+    stop_requested = 1;
+}
+
+int catch_stop_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: blocked calls return EINTR */
+    if (sigaction(SIGINT, &sa, NULL) == -1 ||
+        sigaction(SIGTERM, &sa, NULL) == -1)
+        return -1;
+    return 0;
+}
+
+int ignore_sigpipe(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGPIPE, &sa, NULL);
+}

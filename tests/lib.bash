@@ -1,0 +1,195 @@
+# tests/lib.bash - what every chapter's bats file shares. Load it with
+#     load ../tests/lib
+#
+# It starts programs in the background and always kills them afterwards,
+# waits for a server's "listening on" line instead of sleeping, and offers
+# small helpers to look at a process through /proc and ss.
+#
+# Every background program runs in its own process group (setsid), so that
+# teardown can kill it together with any child it forked, and with bats's
+# file descriptor 3 closed: bats waits for fd 3 to close before it ends a
+# test, so a server holding it would hang the run.
+
+LAB_ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+LAB_CLIENT="$LAB_ROOT/03-accept/client"
+LAB_PEER="$LAB_ROOT/tests/peer"
+LAB_LOADGEN="$LAB_ROOT/tools/loadgen"
+LAB_PIDS=()
+LAB_SPAWNED=0
+
+# Seconds to wait for something that should take milliseconds; generous
+# because sanitizer and valgrind runs are slow and machines are shared.
+LAB_WAIT=${LAB_WAIT:-20}
+
+teardown() {
+    lab_cleanup
+}
+
+# lab_cleanup: stop every process group that lab_spawn started, politely
+# first (SIGTERM), then for sure (SIGKILL). Safe to call twice.
+lab_cleanup() {
+    local pid
+    for pid in "${LAB_PIDS[@]}"; do
+        kill -TERM -- "-$pid" 2>/dev/null || true
+    done
+    for pid in "${LAB_PIDS[@]}"; do
+        lab_wait_gone "$pid" 2 || kill -KILL -- "-$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    LAB_PIDS=()
+}
+
+# lab_spawn NAME CMD [ARG...]: run CMD in the background in its own process
+# group, stdout to $BATS_TEST_TMPDIR/NAME.out and stderr to NAME.err. Sets
+# LAB_PID. Stdin is /dev/null unless the caller redirects lab_spawn's.
+lab_spawn() {
+    local name=$1
+    shift
+    setsid "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" 3>&- &
+    LAB_PID=$!
+    LAB_PIDS+=("$LAB_PID")
+}
+
+# wait_for COMMAND...: retry COMMAND every 20 ms until it succeeds, for at
+# most $LAB_WAIT seconds. This is how a test waits for an event without
+# guessing how long it takes.
+# COMMAND may return 2 to say "this will never happen": then wait_for stops.
+wait_for() {
+    local deadline=$((SECONDS + LAB_WAIT)) rc
+    while :; do
+        "$@" && return 0
+        rc=$?
+        [ "$rc" -eq 2 ] && return 1
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "wait_for: gave up after ${LAB_WAIT}s: $*" >&2
+            return 1
+        fi
+        sleep 0.02
+    done
+}
+
+# file_has_line FILE REGEX: FILE has a line matching the extended REGEX.
+file_has_line() {
+    grep -Eq -- "$2" "$1" 2>/dev/null
+}
+
+# count_lines FILE REGEX: how many lines of FILE match REGEX.
+count_lines() {
+    grep -Ec -- "$2" "$1" 2>/dev/null || true
+}
+
+# start_server PROGRAM [ARG...]: start a server, wait for its
+# "listening on ADDR:PORT" line, and set SERVER_PID, SERVER_PORT,
+# SERVER_ADDR (as printed: 127.0.0.1 or [::1]), SERVER_OUT, SERVER_ERR.
+# Several servers in one test get server1, server2, ... files.
+start_server() {
+    LAB_SPAWNED=$((LAB_SPAWNED + 1))
+    local name="server$LAB_SPAWNED"
+    lab_spawn "$name" ${LAB_WRAP:-} "$@"
+    SERVER_PID=$LAB_PID
+    SERVER_OUT="$BATS_TEST_TMPDIR/$name.out"
+    SERVER_ERR="$BATS_TEST_TMPDIR/$name.err"
+    if ! wait_for server_is_listening; then
+        echo "start_server: no 'listening on' line from $*" >&2
+        echo "--- its stdout:" >&2
+        cat "$SERVER_OUT" >&2
+        echo "--- its stderr:" >&2
+        cat "$SERVER_ERR" >&2
+        return 1
+    fi
+    local line
+    line=$(grep -m 1 '^listening on ' "$SERVER_OUT")
+    SERVER_PORT=${line##*:}
+    SERVER_ADDR=${line#listening on }
+    SERVER_ADDR=${SERVER_ADDR%:*}
+}
+
+# True once the server printed its line; fails at once if it died instead.
+server_is_listening() {
+    if file_has_line "$SERVER_OUT" '^listening on '; then
+        return 0
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null || process_state_is "$SERVER_PID" Z; then
+        echo "server exited before listening" >&2
+        return 2 # it never will now: stop waiting
+    fi
+    return 1
+}
+
+# The address to dial: the printed one without IPv6 brackets.
+server_host() {
+    local host=${SERVER_ADDR#[}
+    echo "${host%]}"
+}
+
+# echo_through_server INPUT_FILE OUTPUT_FILE: send a file through the
+# chapter 03 client to the server started last, with a time limit.
+echo_through_server() {
+    timeout "$LAB_WAIT" "$LAB_CLIENT" -b "$(server_host)" -p "$SERVER_PORT" \
+        <"$1" >"$2"
+}
+
+# ---- looking at a process ----------------------------------------------------
+
+# process_state_is PID STATE: the one-letter state in /proc/PID/stat (R, S,
+# Z for a zombie, ...).
+process_state_is() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) } # the command name may hold spaces; skip past it
+    [ "${stat%% *}" = "$2" ]
+}
+
+# lab_wait_gone PID [SECONDS]: wait until PID has exited (gone or a zombie).
+lab_wait_gone() {
+    local LAB_WAIT=${2:-$LAB_WAIT}
+    wait_for process_gone "$1" 2>/dev/null
+}
+process_gone() {
+    [ ! -e "/proc/$1" ] || process_state_is "$1" Z
+}
+
+# wait_exit_status PID: wait (bounded) for PID, a child of this shell, to
+# exit, then print its exit status.
+wait_exit_status() {
+    lab_wait_gone "$1" || {
+        echo "process $1 did not exit" >&2
+        return 1
+    }
+    local status=0
+    wait "$1" || status=$?
+    echo "$status"
+}
+
+# fd_count PID: how many file descriptors PID holds.
+fd_count() {
+    ls "/proc/$1/fd" | wc -l
+}
+
+# thread_count PID: how many threads PID runs.
+thread_count() {
+    ls "/proc/$1/task" | wc -l
+}
+
+# children_of PID: the PIDs of PID's child processes, one per line.
+children_of() {
+    local task
+    for task in /proc/"$1"/task/*/children; do
+        tr ' ' '\n' <"$task"
+    done | grep -E '^[0-9]+$' || true
+}
+
+# zombie_children_of PID: how many of PID's children are zombies.
+zombie_children_of() {
+    local n=0 child
+    for child in $(children_of "$1"); do
+        process_state_is "$child" Z && n=$((n + 1))
+    done
+    echo "$n"
+}
+
+# listen_queue PORT: the Recv-Q of the socket listening on PORT, as ss
+# shows it: for a listening socket, the connections waiting for accept().
+listen_queue() {
+    ss -Hltn "sport = :$1" | awk '{ print $2; exit }'
+}
