@@ -89,8 +89,8 @@ test: all
 	@tests/run $(N)
 
 bench: all
-	@tools/bench $(BENCH_ARGS)
+	@bench/run $(BENCH_ARGS)
 
 clean:
 	rm -f $(PROGRAMS) $(LIB) $(LIB_OBJS) .build-flags
-	rm -rf bench-results
+	rm -rf bench/results
