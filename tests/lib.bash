@@ -160,15 +160,19 @@ process_gone() {
 }
 
 # wait_exit_status PID: wait (bounded) for PID, a child of this shell, to
-# exit, then print its exit status.
+# exit, and set EXIT_STATUS to its exit status. Call it directly, never
+# inside $(...): a subshell cannot wait for its parent's child.
 wait_exit_status() {
+    if [ "$BASH_SUBSHELL" -gt 0 ]; then
+        echo "wait_exit_status: call it directly, not in \$(...); it sets EXIT_STATUS" >&2
+        return 1
+    fi
     lab_wait_gone "$1" || {
-        echo "process $1 did not exit" >&2
+        echo "process $1 did not exit within ${LAB_WAIT}s" >&2
         return 1
     }
-    local status=0
-    wait "$1" || status=$?
-    echo "$status"
+    EXIT_STATUS=0
+    wait "$1" || EXIT_STATUS=$?
 }
 
 # fd_count PID: how many file descriptors PID holds.
