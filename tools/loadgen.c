@@ -63,8 +63,8 @@
 #define PATTERN_PERIOD 61
 #define NS_PER_SEC 1000000000LL
 
-/* Latency histogram: 8 buckets per power of two (each about 9% wide) over
- * nanoseconds, so 600 buckets cover everything from 1 ns to centuries. */
+/* Latency histogram over nanoseconds: 8 buckets per power of two, each
+ * 6-12% wide, so 496 buckets cover everything from 1 ns to centuries. */
 #define SUB_BITS 3
 #define SUB_COUNT (1 << SUB_BITS)
 #define BUCKETS ((64 - SUB_BITS + 1) * SUB_COUNT)
@@ -874,10 +874,11 @@ static void give_up(struct run *run, const char *why)
     run->queue_len = 0;
     run->errors += unfinished;
     if (unfinished > 0)
-        warn_msg("%s: %llu requests unfinished (counted as errors)%s", why,
-                 unfinished,
-                 unconnected > 0 ? "; some connections never got established"
-                                 : "");
+        warn_msg("%s: %llu request(s) unfinished, counted as errors", why,
+                 unfinished);
+    if (unconnected > 0)
+        warn_msg("%llu of %ld connection(s) never got established", unconnected,
+                 opts->conns);
 }
 
 /* Milliseconds until the next thing epoll_pwait() must wake up for. */
