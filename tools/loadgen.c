@@ -554,6 +554,8 @@ static void next_request(struct run *run, size_t i, int64_t now)
     if (!more) {
         finish_slot(run, i);
     } else if (opts->reconnect) {
+        /* We close first, so TIME_WAIT stays on our side; Linux lets a new
+         * loopback connect() reuse such a port (net.ipv4.tcp_tw_reuse). */
         close_conn(run, i);
         queue_connect(run, i);
     } else {
