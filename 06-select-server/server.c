@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BACKLOG 128         /* finished connections the kernel may queue */
-#define OUT_CAP 65536       /* echo owed to one client, at most (bytes) */
+#define BACKLOG 1024  /* finished connections the kernel may queue for us */
+#define OUT_CAP 65536 /* echo owed to one client, at most (bytes) */
 #define ACCEPT_PAUSE_MS 100 /* after EMFILE, stop accepting this long */
 
 static const char usage[] =
