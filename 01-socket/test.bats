@@ -130,6 +130,8 @@ has_cap_net_raw() {
     row=$(grep -F "socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)" <<<"$output")
     echo "$row"
     [[ "$row" =~ \)\ +=\ -1\ +errno\ EPERM ]]
+    [[ "$output" == *"refused: a raw socket needs CAP_NET_RAW"* ]]
+    [[ "$output" != *"allowed:"* ]]
     # The ordinary sockets still work.
     [[ "$(row_of "$output" "${GOOD_CALLS[0]}")" =~ socket:\[[0-9]+\] ]]
 }
