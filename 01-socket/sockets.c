@@ -48,9 +48,9 @@ static const struct attempt internet[] = {
     {AF_INET6, SOCK_DGRAM, 0, "socket(AF_INET6, SOCK_DGRAM, 0)",
      "UDP over IPv6"},
     {AF_INET, SOCK_STREAM, IPPROTO_TCP,
-     "socket(AF_INET, SOCK_STREAM, IPPROTO_TCP)", "TCP again (6)"},
+     "socket(AF_INET, SOCK_STREAM, IPPROTO_TCP)", "TCP (6)"},
     {AF_INET, SOCK_DGRAM, IPPROTO_UDP,
-     "socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP)", "UDP again (17)"},
+     "socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP)", "UDP (17)"},
 };
 static const struct attempt local[] = {
     {AF_UNIX, SOCK_STREAM, 0, "socket(AF_UNIX, SOCK_STREAM, 0)",
@@ -147,7 +147,7 @@ static int try_socket(const struct attempt *a)
         errno = err;
         return -1;
     }
-    printf("  %-41s = %-3d %-15s %s\n", a->text, fd,
+    printf("  %-41s = %-3d %-16s %s\n", a->text, fd,
            fd_link(fd, link, sizeof link), a->what);
     open_fds[open_count++] = fd;
     return fd;
@@ -237,7 +237,7 @@ int main(int argc, char **argv)
         open_fds[0] = fd;
         printf("\nThe lowest free number is used again:\n");
         printf("  close(%d)\n", freed);
-        printf("  %-41s = %-3d %-15s %s\n", "socket(AF_INET, SOCK_STREAM, 0)",
+        printf("  %-41s = %-3d %-16s %s\n", "socket(AF_INET, SOCK_STREAM, 0)",
                fd, fd_link(fd, link, sizeof link), "a new socket");
     }
 
