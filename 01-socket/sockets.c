@@ -215,7 +215,7 @@ int main(int argc, char **argv)
     if (try_socket(&raw) != -1)
         printf("  allowed: this process has CAP_NET_RAW (root has it)\n");
     else if (errno == EPERM)
-        printf("  refused: a raw socket needs CAP_NET_RAW (try it as root)\n");
+        printf("  refused: a raw socket needs CAP_NET_RAW (root has it: try sudo)\n");
 
     printf(
         "\nCombinations that cannot work: socket() returns -1, sets errno:\n");
