@@ -33,16 +33,6 @@ row_fd() {
     sed -E 's/.*\) += (-?[0-9]+) .*/\1/' <<<"$1"
 }
 
-# wait_status PID: wait (bounded) for PID, a child of this shell, to exit
-# and set EXIT_STATUS. It must not run inside $(...): lib.bash's
-# wait_exit_status does, and there bash cannot collect the status of a
-# process that exits after the subshell started (it reports -1).
-wait_status() {
-    lab_wait_gone "$1" || return 1
-    EXIT_STATUS=0
-    wait "$1" || EXIT_STATUS=$?
-}
-
 # has_cap_net_raw: does this test process hold CAP_NET_RAW (bit 13)?
 has_cap_net_raw() {
     local hex
@@ -158,7 +148,7 @@ has_cap_net_raw() {
     [ "$sockets_in_proc" -eq "${#printed[@]}" ]
 
     kill -TERM "$pid"
-    wait_status "$pid"
+    wait_exit_status "$pid"
     [ "$EXIT_STATUS" -eq 0 ]
     file_has_line "$out" "^closed ${#printed[@]} sockets\.$"
 }

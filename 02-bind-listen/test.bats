@@ -19,16 +19,6 @@ run_briefly() {
     echo "stderr: $ERR"
 }
 
-# wait_status PID: wait (bounded) for PID, a child of this shell, to exit
-# and set EXIT_STATUS. It must not run inside $(...): lib.bash's
-# wait_exit_status does, and there bash cannot collect the status of a
-# process that exits after the subshell started (it reports -1).
-wait_status() {
-    lab_wait_gone "$1" || return 1
-    EXIT_STATUS=0
-    wait "$1" || EXIT_STATUS=$?
-}
-
 # queue_is PORT N: the listening socket on PORT has N connections waiting.
 queue_is() {
     [ "$(listen_queue "$1")" = "$2" ]
@@ -151,7 +141,7 @@ listening_socket() {
     local client_pid=$LAB_PID
     wait_for file_has_line "$SERVER_OUT" '^accepted '
     kill -TERM "$server_pid"
-    wait_status "$server_pid"
+    wait_exit_status "$server_pid"
     [ "$EXIT_STATUS" -eq 0 ]
     kill -TERM "$client_pid"
     time_wait_on_port() {
@@ -203,7 +193,7 @@ listening_socket() {
         connect_idle "peer$signal"
         wait_for queue_is "$SERVER_PORT" 1
         kill -"$signal" "$SERVER_PID"
-        wait_status "$SERVER_PID"
+        wait_exit_status "$SERVER_PID"
         [ "$EXIT_STATUS" -eq 0 ]
         file_has_line "$SERVER_OUT" '^stopped$'
         [ -z "$(ss -Hltn "sport = :$SERVER_PORT")" ]
