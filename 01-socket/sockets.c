@@ -140,7 +140,7 @@ static int try_socket(const struct attempt *a)
     int fd = socket(a->domain, a->type, a->protocol);
 
     if (fd == -1) {
-        int err = errno;
+        int err = errno; /* before printf() can change it */
 
         printf("  %-41s = -1  errno %s\n", a->text, errno_name(err));
         printf("      \"%s\": %s\n", strerror(err), a->what);
@@ -215,7 +215,8 @@ int main(int argc, char **argv)
     if (try_socket(&raw) != -1)
         printf("  allowed: this process has CAP_NET_RAW (root has it)\n");
     else if (errno == EPERM)
-        printf("  refused: a raw socket needs CAP_NET_RAW (root has it: try sudo)\n");
+        printf("  refused: a raw socket needs CAP_NET_RAW (root has it: try "
+               "sudo)\n");
 
     printf(
         "\nCombinations that cannot work: socket() returns -1, sets errno:\n");
