@@ -254,7 +254,7 @@ int main(int argc, char **argv)
         if (close(open_fds[i]) == -1)
             die_errno("close %d", open_fds[i]);
     printf("\nclosed %zu sockets.\n", open_count);
-    if (fflush(stdout) == EOF)
+    if (fflush(stdout) == EOF || ferror(stdout)) /* e.g. a full disk */
         die_errno("write stdout");
     return 0;
 }

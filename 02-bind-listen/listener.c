@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #define DEFAULT_BACKLOG 16 /* the same as chapter 03's server */
-#define MAX_BACKLOG 65535  /* more means nothing: Linux caps it anyway */
+#define MAX_BACKLOG 65535  /* a sane bound: Linux caps it at somaxconn */
 
 static const char usage[] =
     "usage: listener [-b ADDR] [-p PORT] [-l BACKLOG] [-r on|off] [-h]\n"
@@ -195,6 +195,8 @@ int main(int argc, char **argv)
     printf("backlog %ld, SO_REUSEADDR %s; accept() is never called. "
            "Ctrl-C stops.\n",
            backlog, reuse ? "on" : "off");
+    if (fflush(stdout) == EOF || ferror(stdout)) /* e.g. a full disk */
+        die_errno("write stdout");
 
     wait_for_stop_signal();
 

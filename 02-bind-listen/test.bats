@@ -28,7 +28,22 @@ queue_is() {
 # returns once its connect() has succeeded ("connected ADDR:PORT").
 connect_idle() {
     lab_spawn "$1" "$LAB_PEER" -v -p "$SERVER_PORT" idle
-    wait_for file_has_line "$BATS_TEST_TMPDIR/$1.out" '^connected '
+    PEER_PID=$LAB_PID
+    PEER_NAME=$1
+    if ! wait_for peer_connected; then
+        echo "connect_idle: $1 did not connect; its stderr:" >&2
+        cat "$BATS_TEST_TMPDIR/$1.err" >&2
+        ss -tan "( sport = :$SERVER_PORT or dport = :$SERVER_PORT )" >&2
+        return 1
+    fi
+}
+
+# True once the peer started last printed "connected"; fails at once (2)
+# if it exited instead.
+peer_connected() {
+    file_has_line "$BATS_TEST_TMPDIR/$PEER_NAME.out" '^connected ' && return 0
+    process_gone "$PEER_PID" && return 2
+    return 1
 }
 
 # How ss describes the socket listening on PORT: "LISTEN 127.0.0.1:PORT".
