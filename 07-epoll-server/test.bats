@@ -209,7 +209,13 @@ ten_thousand() {
     [ "$EXIT_STATUS" -eq 0 ]
     file_has_line "$BATS_TEST_TMPDIR/loadgen.out" 'requests=10000 errors=0'
     # Every connection closed: the server holds what it held before.
-    wait_for [ "$(fd_count "$SERVER_PID")" -eq "$base" ]
+    wait_for fd_count_is "$SERVER_PID" "$base"
+}
+
+# fd_count_is PID N: PID holds exactly N descriptors. (wait_for needs a
+# command to re-run: "$(fd_count ...)" in its arguments is counted once.)
+fd_count_is() {
+    [ "$(fd_count "$1")" -eq "$2" ]
 }
 
 # True once loadgen says it holds them all; fails at once if it died.
