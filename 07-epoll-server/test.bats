@@ -55,9 +55,21 @@ start_peer() {
     local name=$1
     shift
     lab_spawn "$name" "$LAB_PEER" -v -p "$SERVER_PORT" "$@"
-    wait_for file_has_line "$BATS_TEST_TMPDIR/$name.out" '^connected '
+    if ! wait_for peer_connected "$name" "$LAB_PID"; then
+        echo "peer $name did not connect; its stderr:" >&2
+        cat "$BATS_TEST_TMPDIR/$name.err" >&2
+        return 1
+    fi
     wait_for file_has_line "$SERVER_OUT" \
         "^accepted 127\.0\.0\.1:$(peer_port "$BATS_TEST_TMPDIR/$name.out")\$"
+}
+
+# peer_connected NAME PID: the peer printed its "connected" line; fails at
+# once (status 2) if it exited instead.
+peer_connected() {
+    file_has_line "$BATS_TEST_TMPDIR/$1.out" '^connected ' && return 0
+    process_gone "$2" && return 2
+    return 1
 }
 
 echo_line_works() {
