@@ -168,7 +168,10 @@ no_process_left() {
 @test "a child that is killed is reaped and logged; the other clients go on" {
     start_server "$SERVER" -p 0
     lab_spawn victim "$LAB_PEER" -v -p "$SERVER_PORT" idle
-    wait_for file_has_line "$BATS_TEST_TMPDIR/victim.out" '^connected '
+    wait_for file_has_line "$BATS_TEST_TMPDIR/victim.out" '^connected ' || {
+        cat "$BATS_TEST_TMPDIR/victim.err" "$SERVER_OUT" "$SERVER_ERR"
+        false
+    }
     victim_addr=$(sed -n 's/^connected //p' "$BATS_TEST_TMPDIR/victim.out")
     wait_for child_count_is 1
     victim_child=$(children_of "$SERVER_PID")
