@@ -36,22 +36,8 @@ flood_stalled() {
     done
 }
 
-# has_line FILE REGEX: like file_has_line, but a FILE that a process just
-# started has not created yet means "not yet" (1), not "never" (grep's 2,
-# which would stop wait_for at once).
-has_line() {
-    [ -e "$1" ] && file_has_line "$1" "$2"
-}
-
-# wait_for runs its command again and again, so a count must be taken inside
-# a function: in "wait_for [ "$(fd_count ...)" -eq 8 ]" the $(...) would be
-# expanded once, before the first try, and never again.
-fd_count_is() {
-    [ "$(fd_count "$1")" -eq "$2" ]
-}
-lines_are() {
-    [ "$(count_lines "$2" "$3")" -eq "$1" ]
-}
+# Every connection is either accepted or refused: the two counts add up to N.
+# (A function, so that wait_for counts again on every try.)
 accepted_or_refused() {
     [ $(($(count_lines "$SERVER_OUT" '^accepted ') +
         $(count_lines "$SERVER_ERR" '^server: refused '))) -eq "$1" ]
@@ -64,7 +50,7 @@ spawn_peer() {
     shift
     lab_spawn "$name" "$LAB_PEER" -v -p "$SERVER_PORT" "$@"
     PEER_PID=$LAB_PID
-    wait_for has_line "$BATS_TEST_TMPDIR/$name.out" '^connected '
+    wait_for file_has_line "$BATS_TEST_TMPDIR/$name.out" '^connected '
     addr=$(sed -n 's/^connected //p' "$BATS_TEST_TMPDIR/$name.out")
     wait_for file_has_line "$SERVER_OUT" "^accepted $addr\$"
 }
@@ -122,7 +108,7 @@ echo_works() {
     # A client that connects first and stays.
     local conn reply
     exec {conn}<>"/dev/tcp/127.0.0.1/$SERVER_PORT"
-    wait_for lines_are 1 "$SERVER_OUT" '^accepted '
+    wait_for line_count_is "$SERVER_OUT" '^accepted ' 1
     local fds
     fds=$(fd_count "$SERVER_PID")
 
@@ -134,7 +120,7 @@ echo_works() {
         echo opened
         exec sleep 1000' "$SERVER_PORT" {conn}>&-
     local holder=$LAB_PID
-    wait_for has_line "$BATS_TEST_TMPDIR/holder.out" '^opened$' || {
+    wait_for file_has_line "$BATS_TEST_TMPDIR/holder.out" '^opened$' || {
         cat "$BATS_TEST_TMPDIR/holder.err" >&2
         false
     }
@@ -176,7 +162,7 @@ echo_works() {
         lab_spawn "idle$i" "$LAB_PEER" -v -p "$SERVER_PORT" idle
     done
     for i in $(seq 16); do
-        wait_for has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
+        wait_for file_has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
     done
     # Those keep the listener readable. A loop that went straight back to
     # select() and accept() would never sleep: its state would stay R
@@ -188,6 +174,6 @@ echo_works() {
     for i in $(seq 16); do
         kill -TERM -- "-${LAB_PIDS[$i]}"
     done
-    wait_for lines_are 16 "$SERVER_OUT" '^accepted '
+    wait_for line_count_is "$SERVER_OUT" '^accepted ' 16
     echo_works 100
 }
