@@ -36,6 +36,17 @@ flood_stalled() {
     done
 }
 
+# highest_socket_fd PID: the highest descriptor number that PID holds open
+# on a socket.
+highest_socket_fd() {
+    find "/proc/$1/fd" -lname 'socket:*' -printf '%f\n' | sort -n | tail -n 1
+}
+
+# listen_queue_is PORT N: N connections wait in PORT's accept queue.
+listen_queue_is() {
+    [ "$(listen_queue "$1")" -eq "$2" ]
+}
+
 # Every connection is either accepted or refused: the two counts add up to N.
 # (A function, so that wait_for counts again on every try.)
 accepted_or_refused() {
@@ -124,7 +135,18 @@ echo_works() {
         cat "$BATS_TEST_TMPDIR/holder.err" >&2
         false
     }
-    # Every connection is either accepted or refused, and some are refused.
+    # highest_socket_fd PID: the highest descriptor number that PID holds open
+# on a socket.
+highest_socket_fd() {
+    find "/proc/$1/fd" -lname 'socket:*' -printf '%f\n' | sort -n | tail -n 1
+}
+
+# listen_queue_is PORT N: N connections wait in PORT's accept queue.
+listen_queue_is() {
+    [ "$(listen_queue "$1")" -eq "$2" ]
+}
+
+# Every connection is either accepted or refused, and some are refused.
     wait_for accepted_or_refused 1101
     local refused
     refused=$(count_lines "$SERVER_ERR" '^server: refused ')
@@ -135,8 +157,9 @@ echo_works() {
         '^server: refused 127\.0\.0\.1:[0-9]+: descriptor [0-9]+ >= FD_SETSIZE \(1024\)$')" \
         -eq "$refused" ]
     grep -o 'descriptor [0-9]*' "$SERVER_ERR" | awk '$2 < 1024 { exit 1 }'
-    # It kept no descriptor past 1023 (a refused one is closed at once).
-    [ "$(fd_count "$SERVER_PID")" -le 1024 ]
+    # It kept no socket past descriptor 1023 (a refused one is closed at
+    # once). Only sockets count: valgrind, when used, keeps files up there.
+    [ "$(highest_socket_fd "$SERVER_PID")" -lt 1024 ]
     kill -0 "$SERVER_PID"
 
     # The first client is still served.
@@ -153,15 +176,15 @@ echo_works() {
 }
 
 @test "out of descriptors (EMFILE): the server sleeps instead of spinning" {
-    # 16 descriptors: stdin, stdout, stderr, the listener and at most 12
-    # clients (fewer if the test runner left descriptors open), so at least
-    # 4 of the 16 connections wait in the listen queue.
-    start_server_with_fd_limit 16 "$SERVER_BIN" -p 0
+    # 32 descriptors: stdin, stdout, stderr, the listener and at most 28
+    # clients (fewer if the test runner or valgrind holds some), so at least
+    # 4 of the 32 connections wait in the listen queue.
+    start_server_with_fd_limit 32 "$SERVER_BIN" -p 0
     local i
-    for i in $(seq 16); do
+    for i in $(seq 32); do
         lab_spawn "idle$i" "$LAB_PEER" -v -p "$SERVER_PORT" idle
     done
-    for i in $(seq 16); do
+    for i in $(seq 32); do
         wait_for file_has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
     done
     # Those keep the listener readable. A loop that went straight back to
@@ -169,11 +192,13 @@ echo_works() {
     # (running), never S (sleeping).
     wait_for file_has_line "$SERVER_ERR" '^server: accept: .*\(EMFILE\)$'
     wait_for process_state_is "$SERVER_PID" S
-    # Once the clients leave, the ones still queued are taken in too, and
-    # a new client is served.
-    for i in $(seq 16); do
+    # Once the clients leave, the ones still queued are taken in too (the
+    # listen queue empties), and a new client is served. (We do not count
+    # 'accepted' lines: under valgrind, whose own descriptors sit at the top
+    # of the range, an EMFILE can cost the connection it was accepting.)
+    for i in $(seq 32); do
         kill -TERM -- "-${LAB_PIDS[$i]}"
     done
-    wait_for line_count_is "$SERVER_OUT" '^accepted ' 16
+    wait_for listen_queue_is "$SERVER_PORT" 0
     echo_works 100
 }
