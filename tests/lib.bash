@@ -7,7 +7,7 @@
 #
 # Every background program runs in its own process group (setsid), so that
 # teardown can kill it together with any child it forked, and with bats's
-# file descriptor 3 closed: bats waits for fd 3 to close before it ends a
+# descriptors closed: bats waits for its fd 3 to close before it ends a
 # test, so a server holding it would hang the run.
 
 bats_require_minimum_version 1.5.0 # for run --separate-stderr
@@ -47,7 +47,15 @@ lab_cleanup() {
 lab_spawn() {
     local name=$1
     shift
-    setsid "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" 3>&- &
+    (
+        # Start the program as a shell would: with only stdin, stdout and
+        # stderr. bats holds more descriptors open (fd 3 among them), which
+        # would shift the program's own descriptor numbers and counts.
+        for fd in $(ls "/proc/$BASHPID/fd"); do
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done
+        exec setsid "$@"
+    ) >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
     LAB_PID=$!
     LAB_PIDS+=("$LAB_PID")
 }
