@@ -10,6 +10,8 @@
 # file descriptor 3 closed: bats waits for fd 3 to close before it ends a
 # test, so a server holding it would hang the run.
 
+bats_require_minimum_version 1.5.0 # for run --separate-stderr
+
 LAB_ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 LAB_CLIENT="$LAB_ROOT/03-accept/client"
 LAB_PEER="$LAB_ROOT/tests/peer"
@@ -104,6 +106,14 @@ start_server() {
     SERVER_ADDR=${SERVER_ADDR%:*}
 }
 
+# start_server_with_fd_limit N PROGRAM [ARG...]: start_server with the
+# descriptor limit (ulimit -n) set to N for the server only.
+start_server_with_fd_limit() {
+    local limit=$1
+    shift
+    start_server bash -c 'ulimit -n "$0" && exec "$@"' "$limit" "$@"
+}
+
 # True once the server printed its line; fails at once if it died instead.
 server_is_listening() {
     if file_has_line "$SERVER_OUT" '^listening on '; then
@@ -150,15 +160,19 @@ process_gone() {
 }
 
 # wait_exit_status PID: wait (bounded) for PID, a child of this shell, to
-# exit, then print its exit status.
+# exit, and set EXIT_STATUS to its exit status. Call it directly, never
+# inside $(...): a subshell cannot wait for its parent's child.
 wait_exit_status() {
+    if [ "$BASH_SUBSHELL" -gt 0 ]; then
+        echo "wait_exit_status: call it directly, not in \$(...); it sets EXIT_STATUS" >&2
+        return 1
+    fi
     lab_wait_gone "$1" || {
-        echo "process $1 did not exit" >&2
+        echo "process $1 did not exit within ${LAB_WAIT}s" >&2
         return 1
     }
-    local status=0
-    wait "$1" || status=$?
-    echo "$status"
+    EXIT_STATUS=0
+    wait "$1" || EXIT_STATUS=$?
 }
 
 # fd_count PID: how many file descriptors PID holds.

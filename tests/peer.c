@@ -10,8 +10,12 @@
  *              the server must still send all it owes after our FIN
  *   reset N    send N bytes, then close with SO_LINGER {on, 0}: the kernel
  *              sends RST instead of FIN (a peer that "resets")
- *   hangup N   send N bytes and close without reading the echo: the
- *              server's writes then fail with EPIPE (or ECONNRESET)
+ *   hangup N   send N bytes and close at once, without reading the echo.
+ *              If our FIN goes out before the echo comes back, the server
+ *              (in CLOSE_WAIT) echoes into a closed socket, our kernel
+ *              answers RST, and its next write fails with EPIPE and raises
+ *              SIGPIPE. If the echo wins the race, our close sends RST and
+ *              the server sees ECONNRESET instead: repeat it to hit both.
  *   idle       connect, send nothing, wait until killed
  *   partial N  send N bytes (half a message) and wait until killed
  *   flood N    send N bytes and never read (blocks when buffers fill)
