@@ -172,7 +172,7 @@ expect_exit_0() {
 burst() {
     local n=$1
     shift
-    start_server "$SERVER" -p 0 -q "$@"
+    start_server "$SERVER" -p 0 "$@"
     kill -STOP "$SERVER_PID"
     spawn_peers "$n" echo echo 1000
     wait_for connected_clients_are "$n"
