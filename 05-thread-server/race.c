@@ -20,14 +20,15 @@
 #include <unistd.h>
 
 #define MAX_THREADS 64
-#define MAX_INCREMENTS 10000000 /* 64 x 10,000,000 still fits in a long */
+/* Enough to make threads overlap; 64 x 10,000,000 fits even a 32-bit long. */
+#define MAX_INCREMENTS 10000000
 
 static const char usage[] =
     "usage: race [-m] [-t THREADS] [-n INCREMENTS] [-h]\n"
     "Threads add 1 to one shared counter; main compares the total.\n"
     "  -m    lock a mutex around each increment\n"
     "  -t N  number of threads (1-64, default 4)\n"
-    "  -n N  increments per thread (1-10000000, default 1000000)\n"
+    "  -n N  increments per thread (1-10000000, default 10000000)\n"
     "  -h    show this help\n";
 
 /* volatile only stops the compiler from turning the loop into a single
@@ -39,7 +40,7 @@ static pthread_mutex_t counter_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Set by main before any thread starts, then only read: no race. */
 static bool use_mutex;
-static long increments = 1000000;
+static long increments = MAX_INCREMENTS;
 
 /* pthread functions return 0 or an error number; they do not set errno. */
 static void check_pthread(int err, const char *call)

@@ -388,6 +388,7 @@ int main(int argc, char **argv)
     served_total = served;
     check_pthread(pthread_mutex_unlock(&served_lock), "pthread_mutex_unlock");
     if (!quiet)
-        printf("served %lu clients\n", served_total);
+        printf("served %lu client%s\n", served_total,
+               served_total == 1 ? "" : "s");
     return 0;
 }
