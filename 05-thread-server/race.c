@@ -108,9 +108,9 @@ int main(int argc, char **argv)
         check_pthread(pthread_join(threads[i], NULL), "pthread_join");
 
     expected = nthreads * increments;
-    printf("%ld threads x %ld increments %s: expected %ld, got %ld", nthreads,
-           increments, use_mutex ? "with a mutex" : "without a mutex", expected,
-           counter);
+    printf("%ld thread%s x %ld increments %s: expected %ld, got %ld", nthreads,
+           nthreads == 1 ? "" : "s", increments,
+           use_mutex ? "with a mutex" : "without a mutex", expected, counter);
     if (counter != expected)
         printf(" (%ld lost)", expected - counter);
     printf("\n");
