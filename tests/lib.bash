@@ -71,8 +71,10 @@ wait_for() {
 }
 
 # file_has_line FILE REGEX: FILE has a line matching the extended REGEX.
+# (A file not yet created is "not yet", status 1: grep's own status 2 would
+# tell wait_for to give up.)
 file_has_line() {
-    grep -Eq -- "$2" "$1" 2>/dev/null
+    grep -Eq -- "$2" "$1" 2>/dev/null || return 1
 }
 
 # count_lines FILE REGEX: how many lines of FILE match REGEX.
@@ -111,7 +113,9 @@ start_server() {
 start_server_with_fd_limit() {
     local limit=$1
     shift
-    start_server bash -c 'ulimit -n "$0" && exec "$@"' "$limit" "$@"
+    # LAB_WRAP (e.g. valgrind) goes after the ulimit, around the server.
+    LAB_WRAP="" start_server bash -c 'ulimit -n "$0" && exec "$@"' "$limit" \
+        ${LAB_WRAP:-} "$@"
 }
 
 # True once the server printed its line; fails at once if it died instead.
@@ -184,6 +188,15 @@ fd_count() {
 thread_count() {
     ls "/proc/$1/task" | wc -l
 }
+
+# For wait_for, which must re-count on every try (an argument like
+# "$(fd_count PID)" would be counted once, before wait_for even starts):
+#   wait_for fd_count_is PID N      wait_for thread_count_is PID N
+#   wait_for child_count_is PID N   wait_for line_count_is FILE REGEX N
+fd_count_is() { [ "$(fd_count "$1")" -eq "$2" ]; }
+thread_count_is() { [ "$(thread_count "$1")" -eq "$2" ]; }
+child_count_is() { [ "$(children_of "$1" | wc -l)" -eq "$2" ]; }
+line_count_is() { [ "$(count_lines "$1" "$2")" -eq "$3" ]; }
 
 # children_of PID: the PIDs of PID's child processes, one per line.
 children_of() {

@@ -259,10 +259,10 @@ stop_with() {
     threads=$(thread_count "$SERVER_PID")
     children=$(children_of "$SERVER_PID" | wc -l)
     timeout 120 "$LAB_PEER" -p "$SERVER_PORT" cycle 300
-    wait_for [ "$(count_lines "$SERVER_OUT" '^closed ')" -eq 300 ]
-    wait_for [ "$(fd_count "$SERVER_PID")" -eq "$fds" ]
-    wait_for [ "$(thread_count "$SERVER_PID")" -eq "$threads" ]
-    wait_for [ "$(children_of "$SERVER_PID" | wc -l)" -eq "$children" ]
+    wait_for line_count_is "$SERVER_OUT" '^closed ' 300
+    wait_for fd_count_is "$SERVER_PID" "$fds"
+    wait_for thread_count_is "$SERVER_PID" "$threads"
+    wait_for child_count_is "$SERVER_PID" "$children"
 }
 
 # ---- serving clients at once (not chapter 03) -------------------------------------
