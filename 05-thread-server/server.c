@@ -88,29 +88,8 @@ static void check_pthread(int err, const char *call)
     }
 }
 
-/* Write all LEN bytes, sending the rest after a short write: write_all()
- * from lab.h, minus its look at stop_requested. The signal handler sets
- * that flag in main, so a worker reading it would race with the handler
- * (ThreadSanitizer reports it; see README). A worker never takes the stop
- * signals, never gets EINTR from them, and has no flag to look at. */
-static int write_all_bytes(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n == -1) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Send back everything the client sends, until it half-closes (read()
- * returns 0) or something fails: the loop of chapter 03. read_retry() looks
- * at stop_requested only after EINTR, which a worker never gets. */
+ * returns 0) or something fails: the loop of chapter 03. */
 static void echo_client(int conn_fd, const char *peer)
 {
     char buf[BUF_SIZE]; /* on this thread's own stack */
@@ -123,7 +102,7 @@ static void echo_client(int conn_fd, const char *peer)
             warn_errno("read %s", peer); /* e.g. ECONNRESET */
             return;
         }
-        if (write_all_bytes(conn_fd, buf, (size_t)n) == -1) {
+        if (write_all(conn_fd, buf, (size_t)n) == -1) {
             warn_errno("write %s", peer); /* e.g. EPIPE */
             return;
         }

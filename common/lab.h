@@ -11,6 +11,7 @@
 #define LAB_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
@@ -122,8 +123,11 @@ enum accept_action accept_error_action(int err);
 /* ---- Signals (signals.c) --------------------------------------------------
  */
 
-/* Set to 1 by SIGINT or SIGTERM once catch_stop_signals() has run. */
-extern volatile sig_atomic_t stop_requested;
+/* Set to 1 by SIGINT or SIGTERM once catch_stop_signals() has run.
+ * A lock-free atomic rather than the classic volatile sig_atomic_t: both
+ * are safe between a handler and the thread it interrupts, but only an
+ * atomic is also safe to read from other threads (chapter 05). */
+extern atomic_int stop_requested;
 
 /* Catch SIGINT and SIGTERM: the handler only sets stop_requested. Without
  * SA_RESTART, a blocked accept() or read() then fails with EINTR, and the

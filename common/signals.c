@@ -4,10 +4,12 @@
 #include <signal.h>
 #include <string.h>
 
-volatile sig_atomic_t stop_requested = 0;
+/* C11 (7.14.1.1) lets a signal handler write a lock-free atomic object. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_int must be lock-free");
+atomic_int stop_requested = 0;
 
-/* A handler may only touch a volatile sig_atomic_t and call
- * async-signal-safe functions (man 7 signal-safety): so it sets a flag. */
+/* A handler may only touch such a flag and call async-signal-safe
+ * functions (man 7 signal-safety): so it sets a flag and returns. */
 static void on_stop_signal(int signo)
 {
     (void)signo;

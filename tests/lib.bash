@@ -203,6 +203,11 @@ thread_count() {
 #   wait_for child_count_is PID N   wait_for line_count_is FILE REGEX N
 fd_count_is() { [ "$(fd_count "$1")" -eq "$2" ]; }
 thread_count_is() { [ "$(thread_count "$1")" -eq "$2" ]; }
+thread_count_is_between() {
+    local n
+    n=$(thread_count "$1")
+    [ "$n" -ge "$2" ] && [ "$n" -le "$3" ]
+}
 child_count_is() { [ "$(children_of "$1" | wc -l)" -eq "$2" ]; }
 line_count_is() { [ "$(count_lines "$1" "$2")" -eq "$3" ]; }
 
