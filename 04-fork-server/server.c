@@ -172,11 +172,16 @@ static _Noreturn void run_child(int listen_fd, int conn_fd, const char *peer,
     if (close(listen_fd) == -1)
         warn_errno("close listening socket");
     /* A stop signal ends the child at once; the kernel then closes the
-     * connection. (The parent's handler only sets a flag, which a child
-     * already blocked in read() for an idle client would never look at.) */
+     * connection. (The parent's handler only sets a flag: one that landed
+     * just before the child blocked in read() for an idle client would
+     * never be noticed, and the parent would wait for the child forever.) */
     if (signal(SIGINT, SIG_DFL) == SIG_ERR ||
         signal(SIGTERM, SIG_DFL) == SIG_ERR)
         warn_errno("signal");
+    /* A stop signal that came after fork() but before the lines above still
+     * ran the parent's handler, which set this process's copy of the flag. */
+    if (stop_requested)
+        _exit(EXIT_FAILURE);
     unblock_sigchld(old_mask);
 
     rc = echo_client(conn_fd, peer);
