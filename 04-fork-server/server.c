@@ -172,7 +172,7 @@ static _Noreturn void run_child(int listen_fd, int conn_fd, const char *peer,
     if (close(listen_fd) == -1)
         warn_errno("close listening socket");
     /* A stop signal ends the child at once; the kernel then closes the
-     * connection. (The parent's handler only sets a flag: one that landed
+     * connection. (The parent's handler only sets a flag: a signal landing
      * just before the child blocked in read() for an idle client would
      * never be noticed, and the parent would wait for the child forever.) */
     if (signal(SIGINT, SIG_DFL) == SIG_ERR ||
