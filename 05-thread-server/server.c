@@ -103,7 +103,8 @@ static void echo_client(int conn_fd, const char *peer)
             return;
         }
         if (write_all(conn_fd, buf, (size_t)n) == -1) {
-            warn_errno("write %s", peer); /* e.g. EPIPE */
+            if (!stop_requested) /* else write_all stopped for SIGTERM */
+                warn_errno("write %s", peer); /* e.g. EPIPE */
             return;
         }
     }
