@@ -258,6 +258,8 @@ int main(int argc, char **argv)
     sigaddset(&stop_signals, SIGTERM);
     if (sigprocmask(SIG_BLOCK, &stop_signals, &wait_mask) == -1)
         die_errno("sigprocmask");
+    sigdelset(&wait_mask, SIGINT); /* even if our parent had them blocked */
+    sigdelset(&wait_mask, SIGTERM);
 
     listen_fd = open_listener(opts.addr, opts.port, BACKLOG);
     if (listen_fd == -1)

@@ -135,18 +135,7 @@ echo_works() {
         cat "$BATS_TEST_TMPDIR/holder.err" >&2
         false
     }
-    # highest_socket_fd PID: the highest descriptor number that PID holds open
-# on a socket.
-highest_socket_fd() {
-    find "/proc/$1/fd" -lname 'socket:*' -printf '%f\n' | sort -n | tail -n 1
-}
-
-# listen_queue_is PORT N: N connections wait in PORT's accept queue.
-listen_queue_is() {
-    [ "$(listen_queue "$1")" -eq "$2" ]
-}
-
-# Every connection is either accepted or refused, and some are refused.
+    # Every connection is either accepted or refused, and some are refused.
     wait_for accepted_or_refused 1101
     local refused
     refused=$(count_lines "$SERVER_ERR" '^server: refused ')

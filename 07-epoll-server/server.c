@@ -79,38 +79,41 @@ static bool keep_going(void)
 static void add_client(int fd, const struct sockaddr_storage *addr,
                        socklen_t len)
 {
-    struct conn *c = calloc(1, sizeof *c);
+    char peer[ADDR_TEXT_MAX];
+    struct conn *c = NULL;
     struct epoll_event ev;
 
-    if (c == NULL) {
-        warn_errno("calloc");
-        close(fd);
-        return;
-    }
-    c->fd = fd;
-    format_addr((const struct sockaddr *)addr, len, c->peer, sizeof c->peer);
+    format_addr((const struct sockaddr *)addr, len, peer, sizeof peer);
     /* A new socket does not inherit O_NONBLOCK from the listener. */
     if (set_nonblocking(fd) == -1) {
-        warn_errno("fcntl O_NONBLOCK %s", c->peer);
-        close(fd);
-        free(c);
-        return;
+        warn_errno("fcntl O_NONBLOCK %s", peer);
+        goto refuse;
     }
+    if ((c = calloc(1, sizeof *c)) == NULL) {
+        warn_errno("calloc %s", peer);
+        goto refuse;
+    }
+    c->fd = fd;
+    memcpy(c->peer, peer, sizeof peer);
     c->events = EPOLLIN | (edge_triggered ? EPOLLET : 0);
     ev.events = c->events;
     ev.data.ptr = c;
     if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) == -1) {
-        warn_errno("epoll_ctl ADD %s", c->peer);
-        close(fd);
-        free(c);
-        return;
+        warn_errno("epoll_ctl ADD %s", peer); /* e.g. ENOSPC, ENOMEM */
+        goto refuse;
     }
     c->next = clients;
     if (clients != NULL)
         clients->prev = c;
     clients = c;
     if (!quiet)
-        printf("accepted %s\n", c->peer);
+        printf("accepted %s\n", peer);
+    return;
+
+refuse: /* this client only: log, close, and the server goes on */
+    free(c);
+    if (close(fd) == -1)
+        warn_errno("close %s", peer);
 }
 
 static void close_client(struct conn *c)
@@ -387,7 +390,9 @@ int main(int argc, char **argv)
 
     while (clients != NULL)
         close_client(clients);
-    if (close(epoll_fd) == -1 || close(listen_fd) == -1)
-        die_errno("close");
+    if (close(epoll_fd) == -1)
+        die_errno("close epoll instance");
+    if (close(listen_fd) == -1)
+        die_errno("close listening socket");
     return 0;
 }

@@ -238,6 +238,11 @@ fd_count_is() {
     [ "$(fd_count "$1")" -eq "$2" ]
 }
 
+# fd_count_at_least PID N: PID holds N descriptors or more.
+fd_count_at_least() {
+    [ "$(fd_count "$1")" -ge "$2" ]
+}
+
 # True once loadgen says it holds them all; fails at once if it died.
 holding_all() {
     has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 10000 connections' &&
@@ -271,7 +276,7 @@ emfile_no_spin() {
         wait_for has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
     done
     # Every descriptor is in use (valgrind would add its own).
-    wait_for [ "$(fd_count "$SERVER_PID")" -ge 16 ]
+    wait_for fd_count_at_least "$SERVER_PID" 16
     # A client that arrives now waits in the backlog for its echo.
     lab_spawn waiting "$LAB_PEER" -p "$SERVER_PORT" echo 1000
     local waiting=$LAB_PID
