@@ -8,13 +8,6 @@ load ../tests/lib
 
 SERVER="$BATS_TEST_DIRNAME/server"
 
-# has_line FILE REGEX: lib.bash's file_has_line, except that a file not
-# there yet (lab_spawn creates it in the background) means "not yet" (1),
-# not grep's error status 2, which wait_for takes for "never".
-has_line() {
-    grep -Eq -- "$2" "$1" 2>/dev/null || return 1
-}
-
 # socket_inodes PID: the inode numbers of the sockets PID holds, one a line,
 # read from its /proc/PID/fd links ("socket:[53866]").
 socket_inodes() {
@@ -175,7 +168,7 @@ no_process_left() {
 @test "a child that is killed is reaped and logged; the other clients go on" {
     start_server "$SERVER" -p 0
     lab_spawn victim "$LAB_PEER" -v -p "$SERVER_PORT" idle
-    wait_for has_line "$BATS_TEST_TMPDIR/victim.out" '^connected ' || {
+    wait_for file_has_line "$BATS_TEST_TMPDIR/victim.out" '^connected ' || {
         cat "$BATS_TEST_TMPDIR/victim.err" "$SERVER_OUT" "$SERVER_ERR"
         false
     }
@@ -187,7 +180,7 @@ no_process_left() {
 
     kill -KILL "$victim_child"
     wait_for no_process_left "$victim_child" # reaped, not a zombie
-    wait_for has_line "$SERVER_OUT" "^closed $victim_addr\$"
+    wait_for file_has_line "$SERVER_OUT" "^closed $victim_addr\$"
     child_count_is 1 # the other client's child runs on
     run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 1000
     [ "$status" -eq 0 ]
@@ -206,7 +199,7 @@ no_process_left() {
 
     run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 100
     [ "$status" -eq 1 ] # the connection closed without an echo
-    wait_for has_line "$SERVER_ERR" '^server: fork 127\.0\.0\.1:[0-9]+: .*EAGAIN'
+    wait_for file_has_line "$SERVER_ERR" '^server: fork 127\.0\.0\.1:[0-9]+: .*EAGAIN'
     wait_for closed_lines_are 1
     child_count_is 0
 
@@ -226,7 +219,7 @@ no_process_left() {
     # 100 connects at once fit the backlog of 128, but 100 forks on a busy
     # 2-core machine take a while (and a full backlog would drop SYNs, sent
     # again a second or more later), so allow loadgen's own limit.
-    LAB_WAIT=60 wait_for has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 100 connections'
+    LAB_WAIT=60 wait_for file_has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 100 connections'
     child_count_is 100
 
     kill -TERM "$loadgen_pid"

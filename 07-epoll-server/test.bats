@@ -11,14 +11,6 @@ SERVER="$LAB_ROOT/07-epoll-server/server"
 
 # ---- helpers ------------------------------------------------------------------
 
-# has_line FILE REGEX: FILE has a line matching REGEX. Unlike lib.bash's
-# file_has_line it fails with 1, "not yet", when FILE does not exist yet (a
-# process just spawned may not have created it): grep's 2 would make
-# wait_for give up at once.
-has_line() {
-    grep -Eq -- "$2" "$1" 2>/dev/null || return 1
-}
-
 # mode_args LT|ET: the server options for a mode.
 mode_args() {
     if [ "$1" = ET ]; then printf '%s\n' -e; fi
@@ -68,14 +60,14 @@ start_peer() {
         cat "$BATS_TEST_TMPDIR/$name.err" >&2
         return 1
     fi
-    wait_for has_line "$SERVER_OUT" \
+    wait_for file_has_line "$SERVER_OUT" \
         "^accepted 127\.0\.0\.1:$(peer_port "$BATS_TEST_TMPDIR/$name.out")\$"
 }
 
 # peer_connected NAME PID: the peer printed its "connected" line; fails at
 # once (status 2) if it exited instead.
 peer_connected() {
-    has_line "$BATS_TEST_TMPDIR/$1.out" '^connected ' && return 0
+    file_has_line "$BATS_TEST_TMPDIR/$1.out" '^connected ' && return 0
     process_gone "$2" && return 2
     return 1
 }
@@ -232,12 +224,6 @@ ten_thousand() {
     wait_for fd_count_is "$SERVER_PID" "$base"
 }
 
-# fd_count_is PID N: PID holds exactly N descriptors. (wait_for needs a
-# command to re-run: "$(fd_count ...)" in its arguments is counted once.)
-fd_count_is() {
-    [ "$(fd_count "$1")" -eq "$2" ]
-}
-
 # fd_count_at_least PID N: PID holds N descriptors or more.
 fd_count_at_least() {
     [ "$(fd_count "$1")" -ge "$2" ]
@@ -245,7 +231,7 @@ fd_count_at_least() {
 
 # True once loadgen says it holds them all; fails at once if it died.
 holding_all() {
-    has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 10000 connections' &&
+    file_has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 10000 connections' &&
         return 0
     process_gone "$1" && return 2
     return 1
@@ -273,7 +259,7 @@ emfile_no_spin() {
         lab_spawn "idle$i" "$LAB_PEER" -v -p "$SERVER_PORT" idle
     done
     for i in $(seq 14); do
-        wait_for has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
+        wait_for file_has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
     done
     # Every descriptor is in use (valgrind would add its own).
     wait_for fd_count_at_least "$SERVER_PID" 16
