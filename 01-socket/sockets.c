@@ -153,24 +153,6 @@ static int try_socket(const struct attempt *a)
     return fd;
 }
 
-/* Wait for SIGINT or SIGTERM. The signals are blocked while we test the
- * flag, and sigsuspend() unblocks them and sleeps in one step: a signal
- * that arrives just before we sleep cannot be missed. */
-static void wait_for_stop_signal(void)
-{
-    sigset_t stop_signals, old_mask;
-
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &stop_signals, &old_mask) == -1)
-        die_errno("sigprocmask");
-    while (!stop_requested)
-        sigsuspend(&old_mask); /* always returns -1 with EINTR */
-    if (sigprocmask(SIG_SETMASK, &old_mask, NULL) == -1)
-        die_errno("sigprocmask");
-}
-
 int main(int argc, char **argv)
 {
     bool wait_for_signal = false;

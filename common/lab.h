@@ -134,6 +134,12 @@ extern atomic_int stop_requested;
  * loop around it sees the flag. 0, or -1 with errno set. */
 int catch_stop_signals(void);
 
+/* Sleep until SIGINT or SIGTERM (after catch_stop_signals()). The signals
+ * are blocked while the flag is tested, and sigsuspend() unblocks them and
+ * sleeps in one step, so a signal arriving just before the sleep cannot be
+ * missed. For programs that have nothing else to wait for. */
+void wait_for_stop_signal(void);
+
 /* Ignore SIGPIPE, whose default action kills the process when it writes to
  * a socket the peer has closed; write() then fails with EPIPE instead, which
  * we handle like any per-client error. 0, or -1 with errno set. */

@@ -39,3 +39,18 @@ int ignore_sigpipe(void)
     sigemptyset(&sa.sa_mask);
     return sigaction(SIGPIPE, &sa, NULL);
 }
+
+void wait_for_stop_signal(void)
+{
+    sigset_t stop_signals, old_mask;
+
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &stop_signals, &old_mask) == -1)
+        die_errno("sigprocmask");
+    while (!stop_requested)
+        sigsuspend(&old_mask); /* always returns -1 with EINTR */
+    if (sigprocmask(SIG_SETMASK, &old_mask, NULL) == -1)
+        die_errno("sigprocmask");
+}
