@@ -10,6 +10,8 @@
 # file descriptor 3 closed: bats waits for fd 3 to close before it ends a
 # test, so a server holding it would hang the run.
 
+bats_require_minimum_version 1.5.0 # for run --separate-stderr
+
 LAB_ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 LAB_CLIENT="$LAB_ROOT/03-accept/client"
 LAB_PEER="$LAB_ROOT/tests/peer"
@@ -102,6 +104,14 @@ start_server() {
     SERVER_PORT=${line##*:}
     SERVER_ADDR=${line#listening on }
     SERVER_ADDR=${SERVER_ADDR%:*}
+}
+
+# start_server_with_fd_limit N PROGRAM [ARG...]: start_server with the
+# descriptor limit (ulimit -n) set to N for the server only.
+start_server_with_fd_limit() {
+    local limit=$1
+    shift
+    start_server bash -c 'ulimit -n "$0" && exec "$@"' "$limit" "$@"
 }
 
 # True once the server printed its line; fails at once if it died instead.
