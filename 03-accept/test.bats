@@ -17,6 +17,22 @@ client_side_in_state() { # STATE: a connection to our server port, client end
     [ -n "$(ss -Htn state "$1" "dport = :$SERVER_PORT")" ]
 }
 
+# Conditions for wait_for, as functions: in wait_for [ "$(...)" = 1 ] the
+# $( ) would run once, before wait_for, which would then retry [ 0 = 1 ].
+listen_queue_is() { # N: connections queued on our server's listening socket
+    [ "$(listen_queue "$SERVER_PORT")" = "$1" ]
+}
+server_log_count_is() { # REGEX N: the server printed N lines matching REGEX
+    [ "$(count_lines "$SERVER_OUT" "$1")" -eq "$2" ]
+}
+
+# FILE REGEX: file_has_line, but a file that does not exist yet (the
+# spawned program has not opened it) is "not yet": grep's 2 would make
+# wait_for give up at once.
+has_line() {
+    file_has_line "$1" "$2" || return 1
+}
+
 # exited_with PID STATUS: wait (bounded) for PID, a child of this shell, to
 # exit with STATUS. Not as $(wait_exit_status PID): a $( ) subshell cannot
 # wait for its parent's children, so it would not see the real status.
@@ -47,9 +63,9 @@ spawn_with_input() {
 occupy_server() {
     lab_spawn first "$LAB_PEER" -v -p "$SERVER_PORT" idle
     FIRST_PID=$LAB_PID
-    wait_for file_has_line "$BATS_TEST_TMPDIR/first.out" '^connected '
+    wait_for has_line "$BATS_TEST_TMPDIR/first.out" '^connected '
     FIRST_PEER=$(sed -n 's/^connected //p' "$BATS_TEST_TMPDIR/first.out")
-    wait_for file_has_line "$SERVER_OUT" "^accepted $FIRST_PEER\$"
+    wait_for has_line "$SERVER_OUT" "^accepted $FIRST_PEER\$"
 }
 
 @test "client: 8 MiB of random bytes through the echo server come back identical" {
@@ -72,20 +88,20 @@ occupy_server() {
 
     # The kernel completed B's handshake and queued it: the listening
     # socket's Recv-Q counts one connection that accept() has not taken.
-    wait_for [ "$(listen_queue "$SERVER_PORT")" = 1 ]
+    wait_for listen_queue_is 1
     # B's line and its FIN reached the server's kernel; nobody reads them
     # (ss shows the server's end of B in CLOSE-WAIT).
     wait_for server_side_in_state close-wait
     # So B has no echo yet, is still waiting, and the server accepted once.
     [ ! -s "$BATS_TEST_TMPDIR/second.out" ]
     kill -0 "$second_pid"
-    [ "$(count_lines "$SERVER_OUT" '^accepted ')" -eq 1 ]
+    server_log_count_is '^accepted ' 1
 
     # The first client leaves: the server closes it and accepts B.
     kill -TERM "$FIRST_PID"
     exited_with "$second_pid" 0
     cmp "$BATS_TEST_TMPDIR/b.in" "$BATS_TEST_TMPDIR/second.out"
-    wait_for [ "$(count_lines "$SERVER_OUT" '^closed ')" -eq 2 ]
+    wait_for server_log_count_is '^closed ' 2
     run grep -E '^(accepted|closed) ' "$SERVER_OUT"
     [ "${lines[0]}" = "accepted $FIRST_PEER" ]
     [ "${lines[1]}" = "closed $FIRST_PEER" ]
@@ -157,7 +173,7 @@ occupy_server() {
     local peer=${BASH_REMATCH[1]}
     [ "${lines[2]}" = "You sent: GET /lab?x=1 HTTP/1.1" ]
     [ "${lines[3]}" = "200" ]
-    wait_for file_has_line "$SERVER_OUT" "^closed $peer\$"
+    wait_for has_line "$SERVER_OUT" "^closed $peer\$"
     run grep -F -x "request $peer: GET /lab?x=1 HTTP/1.1" "$SERVER_OUT"
     [ "$status" -eq 0 ]
 }
