@@ -158,6 +158,9 @@ occupy_server() {
     length=$(sed -n 's/^Content-Length: \([0-9]*\)\r$/\1/p' <<<"$output")
     body=${output#*$'\r\n\r\n'}
     [ "$length" -eq "$((${#body} + 1))" ] # + the newline that $( ) strips
+    # SIGTERM stops it like the echo server: exit 0.
+    kill -TERM "$SERVER_PID"
+    exited_with "$SERVER_PID" 0
 }
 
 @test "http_hello: curl gets 200 and a body naming its address; the server logs the request line" {
