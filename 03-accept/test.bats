@@ -140,6 +140,22 @@ occupy_server() {
     cmp "$BATS_TEST_TMPDIR/b.in" "$BATS_TEST_TMPDIR/second.out"
 }
 
+@test "server: echoing to a queued client that already left gives EPIPE, not death by SIGPIPE" {
+    start_server "$SERVER" -p 0
+    occupy_server
+    # B connects (bash's /dev/tcp), sends 50000 bytes and closes without
+    # reading: it waits in the backlog, its FIN queued behind its data.
+    head -c 50000 /dev/zero >"/dev/tcp/127.0.0.1/$SERVER_PORT"
+    kill -TERM "$FIRST_PID"
+    # The server takes B, reads 16 KiB, echoes them to a closed socket (B's
+    # kernel answers RST), reads more and writes again: EPIPE. Had SIGPIPE
+    # not been ignored, that second write would kill the server (status 141).
+    wait_for server_log_count_is '^closed ' 2
+    kill -0 "$SERVER_PID"
+    file_has_line "$SERVER_ERR" '^server: write 127\.0\.0\.1:[0-9]+: .*(EPIPE|ECONNRESET)'
+    [ "$(printf 'still here\n' | timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT")" = "still here" ]
+}
+
 # ---- http_hello ------------------------------------------------------------
 
 @test "http_hello: a raw HTTP request through the chapter's client gets one 200 response" {
