@@ -7,7 +7,7 @@
 #
 # Every background program runs in its own process group (setsid), so that
 # teardown can kill it together with any child it forked, and with bats's
-# file descriptor 3 closed: bats waits for fd 3 to close before it ends a
+# descriptors closed: bats waits for its fd 3 to close before it ends a
 # test, so a server holding it would hang the run.
 
 bats_require_minimum_version 1.5.0 # for run --separate-stderr
@@ -47,7 +47,15 @@ lab_cleanup() {
 lab_spawn() {
     local name=$1
     shift
-    setsid "$@" >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" 3>&- &
+    (
+        # Start the program as a shell would: with only stdin, stdout and
+        # stderr. bats holds more descriptors open (fd 3 among them), which
+        # would shift the program's own descriptor numbers and counts.
+        for fd in $(ls "/proc/$BASHPID/fd"); do
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done
+        exec setsid "$@"
+    ) >"$BATS_TEST_TMPDIR/$name.out" 2>"$BATS_TEST_TMPDIR/$name.err" &
     LAB_PID=$!
     LAB_PIDS+=("$LAB_PID")
 }
@@ -71,8 +79,10 @@ wait_for() {
 }
 
 # file_has_line FILE REGEX: FILE has a line matching the extended REGEX.
+# (A file not yet created is "not yet", status 1: grep's own status 2 would
+# tell wait_for to give up.)
 file_has_line() {
-    grep -Eq -- "$2" "$1" 2>/dev/null
+    grep -Eq -- "$2" "$1" 2>/dev/null || return 1
 }
 
 # count_lines FILE REGEX: how many lines of FILE match REGEX.
@@ -111,7 +121,9 @@ start_server() {
 start_server_with_fd_limit() {
     local limit=$1
     shift
-    start_server bash -c 'ulimit -n "$0" && exec "$@"' "$limit" "$@"
+    # LAB_WRAP (e.g. valgrind) goes after the ulimit, around the server.
+    LAB_WRAP="" start_server bash -c 'ulimit -n "$0" && exec "$@"' "$limit" \
+        ${LAB_WRAP:-} "$@"
 }
 
 # True once the server printed its line; fails at once if it died instead.
@@ -160,15 +172,19 @@ process_gone() {
 }
 
 # wait_exit_status PID: wait (bounded) for PID, a child of this shell, to
-# exit, then print its exit status.
+# exit, and set EXIT_STATUS to its exit status. Call it directly, never
+# inside $(...): a subshell cannot wait for its parent's child.
 wait_exit_status() {
+    if [ "$BASH_SUBSHELL" -gt 0 ]; then
+        echo "wait_exit_status: call it directly, not in \$(...); it sets EXIT_STATUS" >&2
+        return 1
+    fi
     lab_wait_gone "$1" || {
-        echo "process $1 did not exit" >&2
+        echo "process $1 did not exit within ${LAB_WAIT}s" >&2
         return 1
     }
-    local status=0
-    wait "$1" || status=$?
-    echo "$status"
+    EXIT_STATUS=0
+    wait "$1" || EXIT_STATUS=$?
 }
 
 # fd_count PID: how many file descriptors PID holds.
@@ -180,6 +196,15 @@ fd_count() {
 thread_count() {
     ls "/proc/$1/task" | wc -l
 }
+
+# For wait_for, which must re-count on every try (an argument like
+# "$(fd_count PID)" would be counted once, before wait_for even starts):
+#   wait_for fd_count_is PID N      wait_for thread_count_is PID N
+#   wait_for child_count_is PID N   wait_for line_count_is FILE REGEX N
+fd_count_is() { [ "$(fd_count "$1")" -eq "$2" ]; }
+thread_count_is() { [ "$(thread_count "$1")" -eq "$2" ]; }
+child_count_is() { [ "$(children_of "$1" | wc -l)" -eq "$2" ]; }
+line_count_is() { [ "$(count_lines "$1" "$2")" -eq "$3" ]; }
 
 # children_of PID: the PIDs of PID's child processes, one per line.
 children_of() {

@@ -10,12 +10,12 @@
  *              the server must still send all it owes after our FIN
  *   reset N    send N bytes, then close with SO_LINGER {on, 0}: the kernel
  *              sends RST instead of FIN (a peer that "resets")
- *   hangup N   shrink our receive buffer, send N bytes, half-close, wait
- *              until the server has our FIN, then close without reading the
- *              echo. The server, in CLOSE_WAIT and blocked writing to our
- *              tiny window, gets our RST: its next write fails with EPIPE
- *              and raises SIGPIPE (an RST in ESTABLISHED would give
- *              ECONNRESET and no signal; see tcp_reset() in the kernel).
+ *   hangup N   send N bytes and close at once, without reading the echo.
+ *              If our FIN goes out before the echo comes back, the server
+ *              (in CLOSE_WAIT) echoes into a closed socket, our kernel
+ *              answers RST, and its next write fails with EPIPE and raises
+ *              SIGPIPE. If the echo wins the race, our close sends RST and
+ *              the server sees ECONNRESET instead: repeat it to hit both.
  *   idle       connect, send nothing, wait until killed
  *   partial N  send N bytes (half a message) and wait until killed
  *   flood N    send N bytes and never read (blocks when buffers fill)
@@ -25,14 +25,9 @@
  * and match the server's "accepted" line. Exits 0 when the mode's check
  * passes, 1 otherwise. The bytes sent are a fixed pattern with NUL bytes.
  */
-#define _DEFAULT_SOURCE /* struct tcp_info, a Linux extension, for hangup */
 #include "lab.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <time.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,25 +49,20 @@ static void fill_pattern(unsigned char *buf, size_t offset, size_t len)
         buf[i] = pattern_byte(offset + i);
 }
 
-static void print_local(int fd)
-{
-    struct sockaddr_storage local;
-    socklen_t len = sizeof local;
-    char text[ADDR_TEXT_MAX];
-
-    if (getsockname(fd, (struct sockaddr *)&local, &len) == -1)
-        die_errno("getsockname");
-    printf("connected %s\n",
-           format_addr((struct sockaddr *)&local, len, text, sizeof text));
-    fflush(stdout);
-}
-
 static int connect_peer(const char *addr, const char *port, bool verbose)
 {
     int fd = open_connection(addr, port);
 
-    if (fd != -1 && verbose)
-        print_local(fd);
+    if (fd != -1 && verbose) {
+        struct sockaddr_storage local;
+        socklen_t len = sizeof local;
+        char text[ADDR_TEXT_MAX];
+        if (getsockname(fd, (struct sockaddr *)&local, &len) == -1)
+            die_errno("getsockname");
+        printf("connected %s\n",
+               format_addr((struct sockaddr *)&local, len, text, sizeof text));
+        fflush(stdout);
+    }
     return fd;
 }
 
@@ -166,64 +156,6 @@ static int do_echo(int fd, size_t len)
     return expect_pattern(fd, len, got);
 }
 
-/* Wait (at most 5 s) until the kernel says our FIN was acknowledged. */
-static int wait_fin_acked(int fd)
-{
-    struct timespec tick = {.tv_sec = 0, .tv_nsec = 1000 * 1000};
-
-    for (int i = 0; i < 5000; i++) {
-        struct tcp_info info;
-        socklen_t len = sizeof info;
-        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == -1) {
-            warn_errno("getsockopt TCP_INFO");
-            return -1;
-        }
-        if (info.tcpi_state == TCP_FIN_WAIT2)
-            return 0;
-        nanosleep(&tick, NULL);
-    }
-    warn_msg("our FIN was not acknowledged within 5 s");
-    return -1;
-}
-
-static int do_hangup(int fd, size_t len)
-{
-    if (send_pattern(fd, len) == -1)
-        return -1;
-    if (shutdown(fd, SHUT_WR) == -1) {
-        warn_errno("shutdown");
-        return -1;
-    }
-    return wait_fin_acked(fd);
-}
-
-/* Connect with a small receive buffer, so a server echoing to us soon has
- * to wait for room (set before connect: the window scale is fixed then). */
-static int connect_small_window(const char *addr, const char *port)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-    struct addrinfo *ai;
-    int fd, rc, small = 2048;
-
-    if ((rc = getaddrinfo(addr, port, &hints, &ai)) != 0) {
-        warn_msg("getaddrinfo %s: %s", addr, gai_strerror(rc));
-        return -1;
-    }
-    fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-    if (fd == -1)
-        die_errno("socket");
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == -1)
-        die_errno("setsockopt SO_RCVBUF");
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == -1) {
-        warn_errno("connect %s", addr);
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(ai);
-    return fd;
-}
-
 int main(int argc, char **argv)
 {
     const char *addr = DEFAULT_ADDR, *port = DEFAULT_PORT, *mode;
@@ -266,17 +198,9 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    if (strcmp(mode, "hangup") == 0) {
-        fd = connect_small_window(addr, port);
-        if (fd == -1)
-            return 1;
-        if (verbose)
-            print_local(fd);
-    } else {
-        fd = connect_peer(addr, port, verbose);
-        if (fd == -1)
-            return 1;
-    }
+    fd = connect_peer(addr, port, verbose);
+    if (fd == -1)
+        return 1;
     if (strcmp(mode, "echo") == 0) {
         rc = do_echo(fd, (size_t)bytes);
     } else if (strcmp(mode, "owed") == 0) {
@@ -292,7 +216,7 @@ int main(int argc, char **argv)
         if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive))
             die_errno("setsockopt SO_LINGER");
     } else if (strcmp(mode, "hangup") == 0) {
-        rc = do_hangup(fd, (size_t)bytes); /* close() below sends RST */
+        rc = send_pattern(fd, (size_t)bytes);
     } else if (strcmp(mode, "idle") == 0 || strcmp(mode, "partial") == 0) {
         if ((rc = send_pattern(fd, (size_t)bytes)) == 0)
             for (;;)
