@@ -17,36 +17,10 @@ client_side_in_state() { # STATE: a connection to our server port, client end
     [ -n "$(ss -Htn state "$1" "dport = :$SERVER_PORT")" ]
 }
 
-# Conditions for wait_for, as functions: in wait_for [ "$(...)" = 1 ] the
-# $( ) would run once, before wait_for, which would then retry [ 0 = 1 ].
+# For wait_for, which must look again on every try (lib.bash has the
+# others: line_count_is, fd_count_is ...).
 listen_queue_is() { # N: connections queued on our server's listening socket
     [ "$(listen_queue "$SERVER_PORT")" = "$1" ]
-}
-server_log_count_is() { # REGEX N: the server printed N lines matching REGEX
-    [ "$(count_lines "$SERVER_OUT" "$1")" -eq "$2" ]
-}
-
-# FILE REGEX: file_has_line, but a file that does not exist yet (the
-# spawned program has not opened it) is "not yet": grep's 2 would make
-# wait_for give up at once.
-has_line() {
-    file_has_line "$1" "$2" || return 1
-}
-
-# exited_with PID STATUS: wait (bounded) for PID, a child of this shell, to
-# exit with STATUS. Not as $(wait_exit_status PID): a $( ) subshell cannot
-# wait for its parent's children, so it would not see the real status.
-exited_with() {
-    lab_wait_gone "$1" || {
-        echo "process $1 did not exit" >&2
-        return 1
-    }
-    local status=0
-    wait "$1" || status=$?
-    [ "$status" -eq "$2" ] || {
-        echo "process $1 exited with $status, not $2" >&2
-        return 1
-    }
 }
 
 # spawn_with_input NAME FILE CMD...: lab_spawn, with stdin from FILE. (A
@@ -63,9 +37,9 @@ spawn_with_input() {
 occupy_server() {
     lab_spawn first "$LAB_PEER" -v -p "$SERVER_PORT" idle
     FIRST_PID=$LAB_PID
-    wait_for has_line "$BATS_TEST_TMPDIR/first.out" '^connected '
+    wait_for file_has_line "$BATS_TEST_TMPDIR/first.out" '^connected '
     FIRST_PEER=$(sed -n 's/^connected //p' "$BATS_TEST_TMPDIR/first.out")
-    wait_for has_line "$SERVER_OUT" "^accepted $FIRST_PEER\$"
+    wait_for file_has_line "$SERVER_OUT" "^accepted $FIRST_PEER\$"
 }
 
 @test "client: 8 MiB of random bytes through the echo server come back identical" {
@@ -95,13 +69,14 @@ occupy_server() {
     # So B has no echo yet, is still waiting, and the server accepted once.
     [ ! -s "$BATS_TEST_TMPDIR/second.out" ]
     kill -0 "$second_pid"
-    server_log_count_is '^accepted ' 1
+    line_count_is "$SERVER_OUT" '^accepted ' 1
 
     # The first client leaves: the server closes it and accepts B.
     kill -TERM "$FIRST_PID"
-    exited_with "$second_pid" 0
+    wait_exit_status "$second_pid"
+    [ "$EXIT_STATUS" -eq 0 ]
     cmp "$BATS_TEST_TMPDIR/b.in" "$BATS_TEST_TMPDIR/second.out"
-    wait_for server_log_count_is '^closed ' 2
+    wait_for line_count_is "$SERVER_OUT" '^closed ' 2
     run grep -E '^(accepted|closed) ' "$SERVER_OUT"
     [ "${lines[0]}" = "accepted $FIRST_PEER" ]
     [ "${lines[1]}" = "closed $FIRST_PEER" ]
@@ -113,7 +88,8 @@ occupy_server() {
     # Take a port the kernel just handed out, then free it: nobody listens.
     start_server "$SERVER" -p 0
     kill -TERM "$SERVER_PID"
-    exited_with "$SERVER_PID" 0
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
     run --separate-stderr "$LAB_CLIENT" -p "$SERVER_PORT" </dev/null
     [ "$status" -eq 1 ]
     [ -z "$output" ]
@@ -136,7 +112,8 @@ occupy_server() {
     kill -0 "$second_pid"
 
     kill -TERM "$FIRST_PID"
-    exited_with "$second_pid" 0
+    wait_exit_status "$second_pid"
+    [ "$EXIT_STATUS" -eq 0 ]
     cmp "$BATS_TEST_TMPDIR/b.in" "$BATS_TEST_TMPDIR/second.out"
 }
 
@@ -150,7 +127,7 @@ occupy_server() {
     # The server takes B, reads 16 KiB, echoes them to a closed socket (B's
     # kernel answers RST), reads more and writes again: EPIPE. Had SIGPIPE
     # not been ignored, that second write would kill the server (status 141).
-    wait_for server_log_count_is '^closed ' 2
+    wait_for line_count_is "$SERVER_OUT" '^closed ' 2
     kill -0 "$SERVER_PID"
     file_has_line "$SERVER_ERR" '^server: write 127\.0\.0\.1:[0-9]+: .*(EPIPE|ECONNRESET)'
     [ "$(printf 'still here\n' | timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT")" = "still here" ]
@@ -176,7 +153,8 @@ occupy_server() {
     [ "$length" -eq "$((${#body} + 1))" ] # + the newline that $( ) strips
     # SIGTERM stops it like the echo server: exit 0.
     kill -TERM "$SERVER_PID"
-    exited_with "$SERVER_PID" 0
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
 }
 
 @test "http_hello: curl gets 200 and a body naming its address; the server logs the request line" {
@@ -192,7 +170,7 @@ occupy_server() {
     local peer=${BASH_REMATCH[1]}
     [ "${lines[2]}" = "You sent: GET /lab?x=1 HTTP/1.1" ]
     [ "${lines[3]}" = "200" ]
-    wait_for has_line "$SERVER_OUT" "^closed $peer\$"
+    wait_for file_has_line "$SERVER_OUT" "^closed $peer\$"
     run grep -F -x "request $peer: GET /lab?x=1 HTTP/1.1" "$SERVER_OUT"
     [ "$status" -eq 0 ]
 }
