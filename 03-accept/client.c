@@ -76,14 +76,17 @@ int main(int argc, char **argv)
         die_errno("fcntl O_NONBLOCK");
 
     for (;;) {
+        /* poll() skips an entry whose fd is negative. Asking for no events
+         * is not enough: POLLHUP is always reported, and a pipe on stdin
+         * whose writer has exited would wake us at once, again and again. */
         struct pollfd fds[2] = {
             {.fd = sock_fd, .events = POLLIN},
-            {.fd = STDIN_FILENO, .events = 0},
+            {.fd = -1, .events = POLLIN},
         };
         if (out_off < out_len)
             fds[0].events |= POLLOUT; /* room to send more? */
         else if (!input_done)
-            fds[1].events = POLLIN; /* need more input */
+            fds[1].fd = STDIN_FILENO; /* need more input */
         if (poll(fds, 2, -1) == -1) {
             if (errno == EINTR)
                 continue;

@@ -14,8 +14,7 @@
 #include <unistd.h>
 
 #define BACKLOG 16     /* finished connections the kernel may queue for us */
-#define BUF_SIZE 16384 /* one read's worth; any size works, bigger is faster   \
-                        */
+#define BUF_SIZE 16384 /* one read's worth; any size works */
 
 static const char usage[] =
     "usage: server [-b ADDR] [-p PORT] [-q] [-h]\n"
