@@ -10,12 +10,13 @@
  *              the server must still send all it owes after our FIN
  *   reset N    send N bytes, then close with SO_LINGER {on, 0}: the kernel
  *              sends RST instead of FIN (a peer that "resets")
- *   hangup N   send N bytes and close at once, without reading the echo.
- *              If our FIN goes out before the echo comes back, the server
- *              (in CLOSE_WAIT) echoes into a closed socket, our kernel
+ *   hangup N   send N bytes (N < 64 KiB) held back with TCP_CORK, then
+ *              close at once without reading: Linux sends the data and our
+ *              FIN in one segment, so the server is in CLOSE_WAIT before it
+ *              echoes a byte. Its echo meets our closed socket, our kernel
  *              answers RST, and its next write fails with EPIPE and raises
- *              SIGPIPE. If the echo wins the race, our close sends RST and
- *              the server sees ECONNRESET instead: repeat it to hit both.
+ *              SIGPIPE (an RST in ESTABLISHED would give ECONNRESET, and no
+ *              signal: see tcp_reset() in the kernel).
  *   idle       connect, send nothing, wait until killed
  *   partial N  send N bytes (half a message) and wait until killed
  *   flood N    send N bytes and never read (blocks when buffers fill)
@@ -25,9 +26,12 @@
  * and match the server's "accepted" line. Exits 0 when the mode's check
  * passes, 1 otherwise. The bytes sent are a fixed pattern with NUL bytes.
  */
+#define _DEFAULT_SOURCE /* TCP_CORK, a Linux option, for hangup */
 #include "lab.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,7 +220,10 @@ int main(int argc, char **argv)
         if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive))
             die_errno("setsockopt SO_LINGER");
     } else if (strcmp(mode, "hangup") == 0) {
-        rc = send_pattern(fd, (size_t)bytes);
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one) == -1)
+            die_errno("setsockopt TCP_CORK");
+        rc = send_pattern(fd, (size_t)bytes); /* close() below sends it */
     } else if (strcmp(mode, "idle") == 0 || strcmp(mode, "partial") == 0) {
         if ((rc = send_pattern(fd, (size_t)bytes)) == 0)
             for (;;)
