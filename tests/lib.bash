@@ -43,7 +43,8 @@ lab_cleanup() {
 
 # lab_spawn NAME CMD [ARG...]: run CMD in the background in its own process
 # group, stdout to $BATS_TEST_TMPDIR/NAME.out and stderr to NAME.err. Sets
-# LAB_PID. Stdin is /dev/null unless the caller redirects lab_spawn's.
+# LAB_PID. Stdin is /dev/null: bash gives a background job /dev/null, even
+# when lab_spawn's own input is redirected (wrap CMD in sh -c to feed it).
 lab_spawn() {
     local name=$1
     shift
