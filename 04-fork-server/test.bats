@@ -1,0 +1,237 @@
+#!/usr/bin/env bats
+# Chapter 04: a child process per client. The SPEC's server lines (echo,
+# bad options, SIGTERM, misbehaving peers...) are checked for every server
+# by tests/server.bats; this file checks what forking adds: one child per
+# client, the right descriptors closed on each side, every child reaped
+# (and, with -z, none), and no child left behind when the server stops.
+load ../tests/lib
+
+SERVER="$BATS_TEST_DIRNAME/server"
+
+# socket_inodes PID: the inode numbers of the sockets PID holds, one a line,
+# read from its /proc/PID/fd links ("socket:[53866]").
+socket_inodes() {
+    local link
+    for link in /proc/"$1"/fd/*; do
+        link=$(readlink "$link") || continue
+        case $link in
+        socket:\[*\]) link=${link#socket:[} && echo "${link%]}" ;;
+        esac
+    done
+}
+
+# listening_inode PORT / connected_inodes PORT: the inodes of the socket
+# listening on PORT and of the server's ends of its connections, as ss -e
+# shows them.
+listening_inode() {
+    ss -Hltne "sport = :$1" | grep -o 'ino:[0-9]*' | cut -d: -f2
+}
+connected_inodes() {
+    ss -Htne state established "sport = :$1" | grep -o 'ino:[0-9]*' |
+        cut -d: -f2 | sort
+}
+
+child_count_is() {
+    [ "$(children_of "$SERVER_PID" | wc -l)" -eq "$1" ]
+}
+zombie_count_is() {
+    [ "$(zombie_children_of "$SERVER_PID")" -eq "$1" ]
+}
+closed_lines_are() {
+    [ "$(count_lines "$SERVER_OUT" '^closed ')" -eq "$1" ]
+}
+
+# connect_idle N: N clients that connect and send nothing, each with its
+# own child process once the server has accepted it.
+connect_idle() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        lab_spawn "idle$i" "$LAB_PEER" -p "$SERVER_PORT" idle
+    done
+}
+
+# no_process_left PID...: none of these processes exists any more, not even
+# as a zombie: the server waited for all of them before it exited.
+no_process_left() {
+    local pid
+    for pid in "$@"; do
+        if [ -e "/proc/$pid" ]; then
+            echo "process $pid is still there:" >&2
+            ps -o pid,ppid,stat,cmd -p "$pid" >&2
+            return 1
+        fi
+    done
+}
+
+@test "each client gets its own child; the parent keeps only the listening socket, each child only its connection" {
+    start_server "$SERVER" -p 0
+    connect_idle 3
+    wait_for child_count_is 3
+    wait_for file_has_line "$SERVER_OUT" '^accepted .*' # and 3 of them:
+    [ "$(count_lines "$SERVER_OUT" '^accepted ')" -eq 3 ]
+
+    listen_ino=$(listening_inode "$SERVER_PORT")
+    [ -n "$listen_ino" ]
+    wait_for eval '[ "$(connected_inodes "$SERVER_PORT" | wc -l)" -eq 3 ]'
+
+    # The parent: the listening socket and nothing else.
+    run socket_inodes "$SERVER_PID"
+    echo "parent's sockets: $output; listening: $listen_ino"
+    [ "$output" = "$listen_ino" ]
+
+    # Each child: exactly one socket, a connected one, and not the listener.
+    held=()
+    for child in $(children_of "$SERVER_PID"); do
+        run socket_inodes "$child"
+        echo "child $child's sockets: $output"
+        [ "${#lines[@]}" -eq 1 ]
+        [ "$output" != "$listen_ino" ]
+        held+=("$output")
+    done
+    # ... and the three children hold the three connections, one each.
+    [ "$(printf '%s\n' "${held[@]}" | sort)" = "$(connected_inodes "$SERVER_PORT")" ]
+}
+
+@test "a client that connects and sends nothing does not delay another" {
+    start_server "$SERVER" -p 0
+    connect_idle 1
+    wait_for child_count_is 1
+
+    run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 100000
+    echo "$output"
+    [ "$status" -eq 0 ]
+    wait_for child_count_is 1 # the idle client is still being served
+}
+
+@test "after 200 clients have come and gone, the server has no children and no zombies" {
+    start_server "$SERVER" -p 0
+    run timeout 120 "$LAB_PEER" -p "$SERVER_PORT" cycle 200
+    echo "$output"
+    [ "$status" -eq 0 ]
+
+    wait_for child_count_is 0
+    [ "$(zombie_children_of "$SERVER_PID")" -eq 0 ]
+    # One accepted and one closed line per client, none printed twice.
+    wait_for closed_lines_are 200
+    [ "$(count_lines "$SERVER_OUT" '^accepted ')" -eq 200 ]
+}
+
+@test "clients that leave together are all reaped (one SIGCHLD may stand for many)" {
+    start_server "$SERVER" -p 0
+    connect_idle 20
+    wait_for child_count_is 20
+    # Hang up all 20 at once: their children exit at nearly the same moment.
+    kill -TERM "${LAB_PIDS[@]:1}"
+    wait_for child_count_is 0
+    wait_for closed_lines_are 20
+}
+
+@test "-z: every client that has finished stays a zombie, and ps shows it <defunct>" {
+    start_server "$SERVER" -p 0 -z
+    run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" cycle 5
+    [ "$status" -eq 0 ]
+
+    wait_for zombie_count_is 5
+    child_count_is 5 # five finished clients, five zombies, nothing else
+    run ps -o stat=,cmd= --ppid "$SERVER_PID"
+    echo "$output"
+    [ "${#lines[@]}" -eq 5 ]
+    for line in "${lines[@]}"; do
+        [[ $line == Z*'<defunct>' ]]
+    done
+    # Nobody collected them, so the parent has not printed "closed" yet.
+    closed_lines_are 0
+}
+
+@test "SIGTERM with clients connected: exit status 0 and no child left" {
+    start_server "$SERVER" -p 0
+    connect_idle 3
+    wait_for child_count_is 3
+    kids=($(children_of "$SERVER_PID"))
+
+    kill -TERM "$SERVER_PID"
+    run wait_exit_status "$SERVER_PID"
+    [ "$output" = 0 ]
+    no_process_left "${kids[@]}"
+    run pgrep -g "$SERVER_PID" # nothing left in the server's process group
+    [ "$status" -eq 1 ]
+    closed_lines_are 3 # each client still got its "closed" line
+}
+
+@test "SIGTERM with -z: the zombies and the running children are all reaped, exit status 0" {
+    start_server "$SERVER" -p 0 -z
+    run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" cycle 3
+    [ "$status" -eq 0 ]
+    connect_idle 2
+    wait_for zombie_count_is 3
+    wait_for child_count_is 5
+    kids=($(children_of "$SERVER_PID"))
+
+    kill -TERM "$SERVER_PID"
+    run wait_exit_status "$SERVER_PID"
+    [ "$output" = 0 ]
+    no_process_left "${kids[@]}"
+    run pgrep -g "$SERVER_PID"
+    [ "$status" -eq 1 ]
+    closed_lines_are 5
+}
+
+@test "a child that is killed is reaped and logged; the other clients go on" {
+    start_server "$SERVER" -p 0
+    lab_spawn victim "$LAB_PEER" -v -p "$SERVER_PORT" idle
+    wait_for file_has_line "$BATS_TEST_TMPDIR/victim.out" '^connected '
+    victim_addr=$(sed -n 's/^connected //p' "$BATS_TEST_TMPDIR/victim.out")
+    wait_for child_count_is 1
+    victim_child=$(children_of "$SERVER_PID")
+    connect_idle 1
+    wait_for child_count_is 2
+
+    kill -KILL "$victim_child"
+    wait_for no_process_left "$victim_child" # reaped, not a zombie
+    wait_for file_has_line "$SERVER_OUT" "^closed $victim_addr\$"
+    child_count_is 1 # the other client's child runs on
+    run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 1000
+    [ "$status" -eq 0 ]
+}
+
+@test "fork fails (EAGAIN): that client is closed with a log line, and the server serves the next once it can" {
+    # RLIMIT_NPROC caps the processes of a user, but not of root: so when
+    # we are root, the server runs as nobody. With a soft limit of 1 the
+    # server itself is that one process, and every fork() fails.
+    as_user=()
+    if [ "$(id -u)" -eq 0 ]; then
+        command -v setpriv >/dev/null || skip "needs setpriv (util-linux) to run as nobody"
+        as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+    fi
+    LAB_WRAP="${as_user[*]} prlimit --nproc=1:" start_server "$SERVER" -p 0
+
+    run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 100
+    [ "$status" -eq 1 ] # the connection closed without an echo
+    wait_for file_has_line "$SERVER_ERR" '^server: fork 127\.0\.0\.1:[0-9]+: .*EAGAIN'
+    wait_for closed_lines_are 1
+    child_count_is 0
+
+    # Lift the limit: the server never stopped, and the next client is served.
+    "${as_user[@]}" prlimit --pid "$SERVER_PID" --nproc="$(ulimit -Hu)":
+    run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 100
+    [ "$status" -eq 0 ]
+    kill -TERM "$SERVER_PID"
+    run wait_exit_status "$SERVER_PID"
+    [ "$output" = 0 ]
+}
+
+@test "100 clients connected at once each get their echo, each from its own child" {
+    [ -x "$LAB_LOADGEN" ] || skip "tools/loadgen is not built yet (make)"
+    start_server "$SERVER" -p 0 -q
+    lab_spawn loadgen "$LAB_LOADGEN" -p "$SERVER_PORT" -c 100 -w -k -q
+    loadgen_pid=$LAB_PID
+    wait_for file_has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 100 connections'
+    child_count_is 100
+
+    kill -TERM "$loadgen_pid"
+    run wait_exit_status "$loadgen_pid"
+    cat "$BATS_TEST_TMPDIR/loadgen.out" "$BATS_TEST_TMPDIR/loadgen.err"
+    [ "$output" = 0 ]
+    file_has_line "$BATS_TEST_TMPDIR/loadgen.out" '^conns=100 requests=100 errors=0 '
+    wait_for child_count_is 0
+}

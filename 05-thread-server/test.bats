@@ -1,0 +1,258 @@
+#!/usr/bin/env bats
+# Chapter 05: a thread per client, and a pool of threads fed by a bounded
+# queue. tests/server.bats runs SPEC's server lines against this server too,
+# once as it is and once with -t 4; this file adds what is this chapter's.
+
+load ../tests/lib
+
+SERVER="$LAB_ROOT/05-thread-server/server"
+RACE="$LAB_ROOT/05-thread-server/race"
+
+# ThreadSanitizer (make SAN=thread) starts one thread of its own when the
+# program creates its first thread; the counts below leave it out.
+built_with_tsan() {
+    grep -qa __tsan_init "$1"
+}
+RUNTIME_THREADS=0
+if built_with_tsan "$SERVER"; then
+    RUNTIME_THREADS=1
+fi
+
+# stop_server: SIGTERM, then expect_clean_exit.
+stop_server() {
+    kill -TERM "$SERVER_PID"
+    expect_clean_exit
+}
+
+# expect_clean_exit: the server exits 0 with no sanitizer report
+# (ThreadSanitizer exits 66 after a report, ASan and UBSan abort).
+expect_clean_exit() {
+    local status=0
+    if ! lab_wait_gone "$SERVER_PID"; then
+        echo "the server did not exit after SIGTERM" >&2
+        return 1
+    fi
+    wait "$SERVER_PID" || status=$?
+    if [ "$status" -ne 0 ] || grep -Eq 'Sanitizer|runtime error' "$SERVER_ERR"; then
+        echo "the server exited with status $status; its stderr:" >&2
+        cat "$SERVER_ERR" >&2
+        return 1
+    fi
+}
+
+accepted() { count_lines "$SERVER_OUT" '^accepted '; }
+closed() { count_lines "$SERVER_OUT" '^closed '; }
+accepted_is() { [ "$(accepted)" -eq "$1" ]; }
+closed_is() { [ "$(closed)" -eq "$1" ]; }
+threads_are() { [ "$(thread_count "$SERVER_PID")" -eq "$1" ]; }
+listen_queue_is() { [ "$(listen_queue "$SERVER_PORT")" = "$1" ]; }
+
+# Client-side connections to the server that are open: established, or
+# half-closed by a client that has sent everything and waits for its echo
+# (FIN-WAIT-2), whether or not the server has accept()ed them yet.
+connected_clients() {
+    ss -Htn state established state fin-wait-1 state fin-wait-2 \
+        "( dport = :$SERVER_PORT )" | wc -l
+}
+
+# Remember the most threads the server was ever seen running.
+MAX_THREADS=0
+sample_threads() {
+    local n
+    n=$(thread_count "$SERVER_PID")
+    if [ "$n" -gt "$MAX_THREADS" ]; then
+        MAX_THREADS=$n
+    fi
+}
+# For wait_for: sample, then check that N clients are connected.
+sampling_until_connected() {
+    sample_threads
+    [ "$(connected_clients)" -eq "$1" ]
+}
+# For wait_for: sample, then check that every PID has exited.
+sampling_until_gone() {
+    local pid
+    sample_threads
+    for pid in "$@"; do
+        process_gone "$pid" || return 1
+    done
+}
+
+# spawn_peers N NAME ARGS...: N tests/peer processes; their PIDs in PEERS.
+spawn_peers() {
+    local n=$1 name=$2 i
+    shift 2
+    PEERS=()
+    for ((i = 1; i <= n; i++)); do
+        lab_spawn "$name$i" "$LAB_PEER" -p "$SERVER_PORT" "$@"
+        PEERS+=("$LAB_PID")
+    done
+}
+
+# expect_exit_0 PID...: each PID (a peer) exits with status 0.
+expect_exit_0() {
+    local pid status
+    for pid in "$@"; do
+        lab_wait_gone "$pid" || { echo "peer $pid did not finish" >&2; return 1; }
+        status=0
+        wait "$pid" || status=$?
+        [ "$status" -eq 0 ] || { echo "peer $pid exited with $status" >&2; return 1; }
+    done
+}
+
+@test "-t 4: 20 concurrent clients are all served, by main and 4 workers only" {
+    start_server "$SERVER" -p 0 -t 4
+    local cap=$((1 + 4 + RUNTIME_THREADS))
+    threads_are "$cap" # the pool is there before the first client
+
+    # Four clients that send nothing hold all four workers...
+    spawn_peers 4 holder idle
+    local holders=("${PEERS[@]}")
+    wait_for accepted_is 4
+    # ...so these 16 wait, in the queue, until a worker is free.
+    spawn_peers 16 echo echo 100000
+    local echoers=("${PEERS[@]}")
+    wait_for sampling_until_connected 20
+    closed_is 0 # nobody was served: every worker is busy
+
+    kill -TERM "${holders[@]}"
+    wait_for sampling_until_gone "${echoers[@]}"
+    expect_exit_0 "${echoers[@]}" # each checked its echo, byte for byte
+    wait_for closed_is 20
+    echo "most threads seen: $MAX_THREADS (allowed: $cap)"
+    [ "$MAX_THREADS" -le "$cap" ]
+    threads_are "$cap"
+    stop_server
+}
+
+@test "-t 4: with the workers busy and the queue full, the server stops accepting (backpressure)" {
+    start_server "$SERVER" -p 0 -t 4
+    spawn_peers 4 holder idle
+    wait_for accepted_is 4
+    spawn_peers 24 waiter idle
+    wait_for sampling_until_connected 28
+    # 4 clients held by workers, 16 in the queue (QUEUE_SLOTS), 1 accepted
+    # by main, which waits for a free slot; the other 7 stay in the
+    # kernel's backlog, where ss shows them as the listening socket's Recv-Q.
+    wait_for accepted_is 21
+    wait_for listen_queue_is 7
+    accepted_is 21
+    threads_are $((1 + 4 + RUNTIME_THREADS))
+    # SIGTERM reaches main even while it waits for a slot.
+    stop_server
+}
+@test "without -t: one thread per connected client, and back to main alone after they leave" {
+    start_server "$SERVER" -p 0
+    threads_are 1
+    spawn_peers 10 idler idle
+    wait_for accepted_is 10
+    wait_for threads_are $((1 + 10 + RUNTIME_THREADS))
+    kill -TERM "${PEERS[@]}"
+    wait_for closed_is 10
+    wait_for threads_are $((1 + RUNTIME_THREADS))
+    stop_server
+}
+
+@test "without -t: an idle client does not delay another" {
+    start_server "$SERVER" -p 0
+    spawn_peers 1 idler -v idle
+    wait_for accepted_is 1
+    head -c 100000 /dev/urandom >"$BATS_TEST_TMPDIR/in"
+    echo_through_server "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+    cmp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+    process_state_is "${PEERS[0]}" S # the idle one is still connected
+    stop_server
+}
+
+# 100 clients connect, and only once all of them are connected does any of
+# them send: the server holds 100 at once (tools/loadgen -w).
+hundred_at_once() {
+    if [ ! -x "$LAB_LOADGEN" ]; then
+        skip "tools/loadgen is not built yet"
+    fi
+    start_server "$SERVER" -p 0 -q "$@"
+    run timeout 60 "$LAB_LOADGEN" -p "$SERVER_PORT" -c 100 -w -q
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"conns=100 requests=100 errors=0"* ]]
+    stop_server
+}
+
+@test "without -t: 100 clients connected at once each get their echo back" {
+    hundred_at_once
+}
+
+@test "-t 4: 100 clients connected at once each get their echo back" {
+    hundred_at_once -t 4
+}
+
+# served_count ARGS...: 20 clients at once, then the count printed at exit.
+served_count() {
+    start_server "$SERVER" -p 0 "$@"
+    spawn_peers 20 echo echo 10000
+    expect_exit_0 "${PEERS[@]}"
+    wait_for closed_is 20
+    stop_server
+    file_has_line "$SERVER_OUT" '^served 20 clients$'
+}
+
+@test "without -t: the count of clients served is exact at shutdown" {
+    served_count
+}
+
+@test "-t 3: the count of clients served is exact at shutdown" {
+    served_count -t 3
+}
+
+# The kernel gives a signal sent to the process to any one thread that
+# does not block it. kill(2) with the ID of one thread offers it to that
+# thread first: the server must stop all the same.
+sigterm_via_newest_thread() {
+    local tid
+    tid=$(ls "/proc/$SERVER_PID/task" | sort -n | tail -n 1)
+    [ "$tid" != "$SERVER_PID" ]
+    kill -TERM "$tid"
+}
+
+@test "without -t: SIGTERM stops the server even when a client's thread is offered it" {
+    start_server "$SERVER" -p 0
+    spawn_peers 1 idler idle
+    wait_for accepted_is 1
+    wait_for threads_are $((2 + RUNTIME_THREADS))
+    sigterm_via_newest_thread
+    expect_clean_exit
+}
+
+@test "-t 2: SIGTERM stops the server even when a worker is offered it" {
+    start_server "$SERVER" -p 0 -t 2
+    sigterm_via_newest_thread
+    expect_clean_exit
+}
+
+@test "-t needs a number of threads from 1 to 1024" {
+    run "$SERVER" -p 0 -t 0
+    [ "$status" -eq 2 ]
+    [[ "${lines[0]}" == *"'0'"* ]]
+    run "$SERVER" -p 0 -t many
+    [ "$status" -eq 2 ]
+    [[ "${lines[0]}" == *"'many'"* ]]
+}
+
+@test "race -m: with a mutex, no increment is lost" {
+    run "$RACE" -m -t 4 -n 100000
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"expected 400000, got 400000"* ]]
+    [[ "$output" != *Sanitizer* ]]
+}
+
+@test "race without -m: ThreadSanitizer reports the data race" {
+    if ! built_with_tsan "$RACE"; then
+        skip "only a ThreadSanitizer build can see it: make SAN=thread test N=5"
+    fi
+    run "$RACE" -t 2 -n 1000
+    echo "$output"
+    [ "$status" -eq 66 ] # TSan's exit status after a report
+    [[ "$output" == *"WARNING: ThreadSanitizer: data race"* ]]
+    [[ "$output" == *"count_up"* ]]
+}
