@@ -38,7 +38,7 @@ static const char usage[] =
     "  -b ADDR  address to listen on (default 127.0.0.1; 0.0.0.0 or :: for "
     "all)\n"
     "  -p PORT  port to listen on (default 8080; 0 lets the kernel choose)\n"
-    "  -q       quiet: no accepted/closed lines\n"
+    "  -q       quiet: no accepted/closed lines, no count at exit\n"
     "  -t N     a pool of N worker threads (1-1024) fed by a queue of 16 "
     "clients;\n"
     "           without -t, a new thread for every client\n"
@@ -176,8 +176,7 @@ static void *client_thread(void *arg)
     return NULL;
 }
 
-/* ---- -t N: the pool and its queue ---------------------------------------
- */
+/* ---- -t N: the pool and its queue ---------------------------------- */
 
 /* main waits on not_full with a timeout, measured by a clock that never
  * jumps (the default, CLOCK_REALTIME, follows changes to the date). */
@@ -255,8 +254,7 @@ static void *worker_thread(void *arg)
     return NULL;
 }
 
-/* ---- main: accept, and hand each client over ----------------------------
- */
+/* ---- main: accept, and hand each client over ----------------------- */
 
 /* Out of descriptors, memory or threads: the next client stays in the
  * backlog, so wait a little before trying again rather than spin. */
@@ -380,14 +378,16 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Stop: no new clients. Returning from main ends the whole process,
-     * every thread with it, and the kernel closes every socket we hold:
-     * clients still connected read end-of-file. */
+    /* Stop: no new clients. Returning from main ends the process and every
+     * thread in it, and the kernel closes every socket we still hold: each
+     * client still connected (or still queued) sees the connection close
+     * (a FIN; a RST if it had sent bytes that nobody read). */
     if (close(listen_fd) == -1)
         die_errno("close listening socket");
     check_pthread(pthread_mutex_lock(&served_lock), "pthread_mutex_lock");
     served_total = served;
     check_pthread(pthread_mutex_unlock(&served_lock), "pthread_mutex_unlock");
-    printf("served %lu clients\n", served_total);
+    if (!quiet)
+        printf("served %lu clients\n", served_total);
     return 0;
 }

@@ -55,9 +55,21 @@ start_peer() {
     local name=$1
     shift
     lab_spawn "$name" "$LAB_PEER" -v -p "$SERVER_PORT" "$@"
-    wait_for file_has_line "$BATS_TEST_TMPDIR/$name.out" '^connected '
+    if ! wait_for peer_connected "$name" "$LAB_PID"; then
+        echo "peer $name did not connect; its stderr:" >&2
+        cat "$BATS_TEST_TMPDIR/$name.err" >&2
+        return 1
+    fi
     wait_for file_has_line "$SERVER_OUT" \
         "^accepted 127\.0\.0\.1:$(peer_port "$BATS_TEST_TMPDIR/$name.out")\$"
+}
+
+# peer_connected NAME PID: the peer printed its "connected" line; fails at
+# once (status 2) if it exited instead.
+peer_connected() {
+    file_has_line "$BATS_TEST_TMPDIR/$1.out" '^connected ' && return 0
+    process_gone "$2" && return 2
+    return 1
 }
 
 echo_line_works() {
@@ -209,7 +221,13 @@ ten_thousand() {
     [ "$EXIT_STATUS" -eq 0 ]
     file_has_line "$BATS_TEST_TMPDIR/loadgen.out" 'requests=10000 errors=0'
     # Every connection closed: the server holds what it held before.
-    wait_for [ "$(fd_count "$SERVER_PID")" -eq "$base" ]
+    wait_for fd_count_is "$SERVER_PID" "$base"
+}
+
+# fd_count_is PID N: PID holds exactly N descriptors. (wait_for needs a
+# command to re-run: "$(fd_count ...)" in its arguments is counted once.)
+fd_count_is() {
+    [ "$(fd_count "$1")" -eq "$2" ]
 }
 
 # True once loadgen says it holds them all; fails at once if it died.
@@ -244,7 +262,8 @@ emfile_no_spin() {
     for i in $(seq 14); do
         wait_for file_has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
     done
-    wait_for file_has_line "$SERVER_ERR" 'accept: .*EMFILE'
+    # Every descriptor is in use (valgrind would add its own).
+    wait_for [ "$(fd_count "$SERVER_PID")" -ge 16 ]
     # A client that arrives now waits in the backlog for its echo.
     lab_spawn waiting "$LAB_PEER" -p "$SERVER_PORT" echo 1000
     local waiting=$LAB_PID
@@ -263,6 +282,8 @@ emfile_no_spin() {
     # A spinning server uses most of a core; this one wakes ten times a
     # second. Allow a quarter of the window, and a log line per 50 ms.
     [ $(((cpu1 - cpu0) * tick_ms)) -lt $((ms / 4)) ]
+    # It said why it stopped accepting, but did not flood the log.
+    file_has_line "$SERVER_ERR" '^server: accept: .*EMFILE'
     [ $((lines1 - lines0)) -le $((ms / 50 + 1)) ]
     kill -0 "$SERVER_PID"
 

@@ -14,15 +14,18 @@ char *format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
 {
     char host[INET6_ADDRSTRLEN];
 
+    /* The port is stored in network byte order (big-endian): ntohs(). */
     if (sa->sa_family == AF_INET &&
         len >= (socklen_t)sizeof(struct sockaddr_in)) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof host) == NULL)
+            snprintf(host, sizeof host, "?");
         snprintf(buf, size, "%s:%u", host, (unsigned)ntohs(in->sin_port));
     } else if (sa->sa_family == AF_INET6 &&
                len >= (socklen_t)sizeof(struct sockaddr_in6)) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host) == NULL)
+            snprintf(host, sizeof host, "?");
         snprintf(buf, size, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
     } else {
         snprintf(buf, size, "(address family %d)", sa->sa_family);

@@ -71,7 +71,7 @@ static const struct {
 
 const char *errno_name(int err)
 {
-    static char unknown[32];
+    static _Thread_local char unknown[32]; /* one per thread: no race */
 
     for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
         if (errno_names[i].value == err)
