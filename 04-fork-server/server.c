@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BACKLOG 16        /* finished connections the kernel may queue */
+#define BACKLOG 128       /* a burst of clients arrives faster than we fork */
 #define BUF_SIZE 16384    /* one read's worth; any size works */
 #define MAX_CHILDREN 1024 /* clients served at once; the rest wait queued */
 
@@ -56,22 +56,25 @@ static void back_off(void)
     nanosleep(&pause, NULL); /* EINTR just ends the pause early */
 }
 
-/* Child PID is gone: print "closed PEER" and free its slot. This runs
- * inside the SIGCHLD handler, where printf() is not allowed (it may have
- * been interrupted halfway through its own buffer); strlen(), memcpy()
- * and write() are async-signal-safe (man 7 signal-safety). */
+/* Child PID is gone: print "closed PEER" and free its slot. This runs in
+ * the SIGCHLD handler, which may have interrupted a printf() halfway
+ * through stdio's buffer: so no printf() here. strlen(), memcpy() and
+ * write() are async-signal-safe (man 7 signal-safety). */
 static void child_ended(pid_t pid)
 {
+    static const char prefix[] = "closed ";
+
     for (int i = 0; i < MAX_CHILDREN; i++) {
         if (children[i].pid != pid)
             continue;
         if (!quiet) {
-            char line[sizeof "closed \n" + ADDR_TEXT_MAX];
-            size_t len = strlen(children[i].peer);
-            memcpy(line, "closed ", 7);
-            memcpy(line + 7, children[i].peer, len);
-            line[7 + len] = '\n';
-            if (write(STDOUT_FILENO, line, 7 + len + 1) == -1) {
+            char line[sizeof prefix + ADDR_TEXT_MAX];
+            size_t len = sizeof prefix - 1, peer_len = strlen(children[i].peer);
+            memcpy(line, prefix, len);
+            memcpy(line + len, children[i].peer, peer_len);
+            len += peer_len;
+            line[len++] = '\n';
+            if (write(STDOUT_FILENO, line, len) == -1) {
                 /* nowhere to report it: the log line is lost */
             }
         }

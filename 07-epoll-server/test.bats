@@ -11,6 +11,14 @@ SERVER="$LAB_ROOT/07-epoll-server/server"
 
 # ---- helpers ------------------------------------------------------------------
 
+# has_line FILE REGEX: FILE has a line matching REGEX. Unlike lib.bash's
+# file_has_line it fails with 1, "not yet", when FILE does not exist yet (a
+# process just spawned may not have created it): grep's 2 would make
+# wait_for give up at once.
+has_line() {
+    grep -Eq -- "$2" "$1" 2>/dev/null || return 1
+}
+
 # mode_args LT|ET: the server options for a mode.
 mode_args() {
     if [ "$1" = ET ]; then printf '%s\n' -e; fi
@@ -60,14 +68,14 @@ start_peer() {
         cat "$BATS_TEST_TMPDIR/$name.err" >&2
         return 1
     fi
-    wait_for file_has_line "$SERVER_OUT" \
+    wait_for has_line "$SERVER_OUT" \
         "^accepted 127\.0\.0\.1:$(peer_port "$BATS_TEST_TMPDIR/$name.out")\$"
 }
 
 # peer_connected NAME PID: the peer printed its "connected" line; fails at
 # once (status 2) if it exited instead.
 peer_connected() {
-    file_has_line "$BATS_TEST_TMPDIR/$1.out" '^connected ' && return 0
+    has_line "$BATS_TEST_TMPDIR/$1.out" '^connected ' && return 0
     process_gone "$2" && return 2
     return 1
 }
@@ -232,7 +240,7 @@ fd_count_is() {
 
 # True once loadgen says it holds them all; fails at once if it died.
 holding_all() {
-    file_has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 10000 connections' &&
+    has_line "$BATS_TEST_TMPDIR/loadgen.out" '^holding 10000 connections' &&
         return 0
     process_gone "$1" && return 2
     return 1
@@ -260,7 +268,7 @@ emfile_no_spin() {
         lab_spawn "idle$i" "$LAB_PEER" -v -p "$SERVER_PORT" idle
     done
     for i in $(seq 14); do
-        wait_for file_has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
+        wait_for has_line "$BATS_TEST_TMPDIR/idle$i.out" '^connected '
     done
     # Every descriptor is in use (valgrind would add its own).
     wait_for [ "$(fd_count "$SERVER_PID")" -ge 16 ]
