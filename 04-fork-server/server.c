@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BACKLOG 128       /* a burst of clients arrives faster than we fork */
+#define BACKLOG SOMAXCONN /* a burst of clients arrives faster than we fork */
 #define BUF_SIZE 16384    /* one read's worth; any size works */
 #define MAX_CHILDREN 1024 /* clients served at once; the rest wait queued */
 
