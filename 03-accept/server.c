@@ -9,6 +9,7 @@
 #include "lab.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,7 +34,7 @@ static void echo_client(int conn_fd, const char *peer)
     char buf[BUF_SIZE];
 
     for (;;) {
-        ssize_t n = read_retry(conn_fd, buf, sizeof buf);
+        ssize_t n = read_or_stop(conn_fd, buf, sizeof buf);
         if (n == 0)
             return; /* EOF: the client sent FIN and we owe it nothing */
         if (n == -1) {
@@ -41,7 +42,7 @@ static void echo_client(int conn_fd, const char *peer)
                 warn_errno("read %s", peer); /* e.g. ECONNRESET */
             return;
         }
-        if (write_all(conn_fd, buf, (size_t)n) == -1) {
+        if (send_all_or_stop(conn_fd, buf, (size_t)n) == -1) {
             if (!stop_requested)
                 warn_errno("write %s", peer); /* e.g. EPIPE */
             return;
@@ -64,6 +65,7 @@ int main(int argc, char **argv)
     int opt, listen_fd;
 
     set_program_name(argv[0]);
+    keep_std_fds_open(); /* before any socket can take descriptor 0, 1, 2 */
     server_options_init(&opts);
     while ((opt = getopt(argc, argv, SERVER_OPTSTRING)) != -1)
         server_option(&opts, opt, usage);
@@ -75,6 +77,10 @@ int main(int argc, char **argv)
         die_errno("setvbuf stdout");
     if (ignore_sigpipe() == -1 || catch_stop_signals() == -1)
         die_errno("sigaction");
+    /* Ctrl-C is let in only while we wait (wait_fd_or_stop), so one that
+     * lands just before a wait is never lost: see README. */
+    if (block_stop_signals() == -1)
+        die_errno("pthread_sigmask");
 
     listen_fd = open_listener(opts.addr, opts.port, BACKLOG);
     if (listen_fd == -1 || announce_listening(listen_fd) == -1)
@@ -86,6 +92,11 @@ int main(int argc, char **argv)
         char peer[ADDR_TEXT_MAX];
         int conn_fd;
 
+        if (wait_fd_or_stop(listen_fd, POLLIN, -1) == -1) {
+            if (errno == EINTR)
+                break; /* a stop */
+            die_errno("ppoll");
+        }
         conn_fd = accept(listen_fd, (struct sockaddr *)&peer_addr, &peer_len);
         if (conn_fd == -1) {
             switch (accept_error_action(errno)) {
@@ -102,12 +113,12 @@ int main(int argc, char **argv)
 
         format_addr((struct sockaddr *)&peer_addr, peer_len, peer, sizeof peer);
         if (!opts.quiet)
-            printf("accepted %s\n", peer);
+            log_line("accepted %s", peer);
         echo_client(conn_fd, peer);
         if (close(conn_fd) == -1)
             warn_errno("close %s", peer);
         if (!opts.quiet)
-            printf("closed %s\n", peer);
+            log_line("closed %s", peer);
     }
 
     if (close(listen_fd) == -1)

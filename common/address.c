@@ -89,7 +89,8 @@ int open_listener(const char *addr, const char *port, int backlog)
             warn_errno("listen %s", where);
         else
             break; /* success */
-        close(fd);
+        if (close(fd) == -1)
+            warn_errno("close %s", where);
         fd = -1;
     }
     freeaddrinfo(list);
@@ -117,7 +118,8 @@ int open_connection(const char *addr, const char *port)
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
             break;
         warn_errno("connect %s", where);
-        close(fd);
+        if (close(fd) == -1)
+            warn_errno("close %s", where);
         fd = -1;
     }
     freeaddrinfo(list);
@@ -128,18 +130,17 @@ int announce_listening(int listen_fd)
 {
     struct sockaddr_storage local;
     socklen_t len = sizeof local;
-    char text[ADDR_TEXT_MAX];
+    char text[ADDR_TEXT_MAX], line[ADDR_TEXT_MAX + 16];
+    int n;
 
     /* With port 0 the kernel chose the port at bind(); ask which. */
     if (getsockname(listen_fd, (struct sockaddr *)&local, &len) == -1) {
         warn_errno("getsockname");
         return -1;
     }
-    printf("listening on %s\n",
-           format_addr((struct sockaddr *)&local, len, text, sizeof text));
-    if (fflush(stdout) == EOF) {
-        warn_errno("write stdout");
-        return -1;
-    }
-    return 0;
+    /* One write() straight to descriptor 1, checked: through a line-buffered
+     * printf() a failed write would only set stdout's error flag. */
+    n = snprintf(line, sizeof line, "listening on %s\n",
+                 format_addr((struct sockaddr *)&local, len, text, sizeof text));
+    return write_stdout(line, (size_t)n);
 }

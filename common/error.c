@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *prog = "lab";
 
@@ -80,16 +81,30 @@ const char *errno_name(int err)
     return unknown;
 }
 
+/* One line on stderr, written as one write() that never blocks (log.c):
+ * nobody reading our stderr must not stop the server. strerror_r() rather
+ * than strerror(), which may return a buffer shared by all threads. */
 static void vwarn(int err, const char *fmt, va_list ap)
 {
-    char msg[512];
+    char msg[384], reason[96], line[512];
+    int len;
 
     vsnprintf(msg, sizeof msg, fmt, ap);
-    if (err != 0)
-        fprintf(stderr, "%s: %s: %s (%s)\n", prog, msg, strerror(err),
-                errno_name(err));
-    else
-        fprintf(stderr, "%s: %s\n", prog, msg);
+    if (err != 0) {
+        if (strerror_r(err, reason, sizeof reason) != 0)
+            snprintf(reason, sizeof reason, "error %d", err);
+        len = snprintf(line, sizeof line, "%s: %s: %s (%s)\n", prog, msg,
+                       reason, errno_name(err));
+    } else {
+        len = snprintf(line, sizeof line, "%s: %s\n", prog, msg);
+    }
+    if (len < 0)
+        return;
+    if ((size_t)len >= sizeof line) { /* cut, but keep the newline */
+        len = (int)sizeof line - 1;
+        line[len - 1] = '\n';
+    }
+    write_log_line(STDERR_FILENO, line, (size_t)len);
 }
 
 void warn_msg(const char *fmt, ...)

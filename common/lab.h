@@ -93,21 +93,17 @@ int open_listener(const char *addr, const char *port, int backlog);
 int open_connection(const char *addr, const char *port);
 
 /* Print "listening on ADDR:PORT" (the real port, from getsockname()) on
- * stdout and flush it: the line the tests wait for. 0, or -1 on error. */
+ * stdout and flush it: the line the tests wait for. 0, or -1 after saying
+ * why on stderr ("write stdout: ..." when stdout is full or closed). */
 int announce_listening(int listen_fd);
 
 /* ---- I/O that survives short counts and EINTR (io.c) --------------------- */
 
-/* read() that retries when a signal interrupts it, unless the signal asked
- * the program to stop (stop_requested): then it returns -1 with EINTR. */
+/* read() that retries when a signal interrupts it (EINTR). */
 ssize_t read_retry(int fd, void *buf, size_t len);
 /* Write all LEN bytes: a write() may take fewer than asked (a short write),
- * and a signal may interrupt it. Returns 0, or -1 with errno set (EINTR
- * once stop_requested is set). */
+ * and a signal may interrupt it. Returns 0, or -1 with errno set. */
 int write_all(int fd, const void *buf, size_t len);
-/* Read until LEN bytes or end of file. Returns the count (less than LEN
- * only at EOF), or -1 with errno set. */
-ssize_t read_full(int fd, void *buf, size_t len);
 /* Add O_NONBLOCK to FD's flags. 0, or -1 with errno set. */
 int set_nonblocking(int fd);
 
@@ -120,6 +116,63 @@ int set_nonblocking(int fd);
 enum accept_action { ACCEPT_RETRY, ACCEPT_BACKOFF, ACCEPT_FATAL };
 enum accept_action accept_error_action(int err);
 
+/* ---- Waiting that a stop can always end (io.c) ----------------------------
+ * A signal that lands just BEFORE a blocking call is not an EINTR: the
+ * handler runs, sets the flag, and then the call blocks anyway. So a server
+ * keeps SIGINT and SIGTERM blocked (block_stop_signals()) and sleeps in one
+ * place only, ppoll(), which lets them in while it sleeps and nowhere else.
+ * A stop that came early is pending, and ppoll() returns at once. These
+ * helpers depend on the global stop_requested: their names say "or_stop". */
+
+/* Wait until FD is ready for EVENTS (POLLIN, POLLOUT) or a stop is
+ * requested. TIMEOUT_MS: -1 waits for ever. Returns 1 when FD is ready (or
+ * has an error or hang-up to report: the next call on it says which), 0 on
+ * timeout, -1 with errno EINTR when a stop was requested, or -1 with errno
+ * for a real error. */
+int wait_fd_or_stop(int fd, short events, int timeout_ms);
+
+/* Wait until FD is readable, then read() it once. Returns what read()
+ * returns (0 = end of file), or -1 with errno EINTR on a stop. */
+ssize_t read_or_stop(int fd, void *buf, size_t len);
+
+/* Send all LEN bytes on socket FD without ever blocking outside
+ * wait_fd_or_stop(): send(MSG_DONTWAIT) takes what fits, and we wait for
+ * room for the rest. 0, or -1 with errno set (EINTR: a stop). */
+int send_all_or_stop(int fd, const void *buf, size_t len);
+
+/* ---- Standard streams and logging (log.c) ----------------------------------
+ * A server writes to stdout and stderr, which can be anything its starter
+ * chose: a terminal, a file, a pipe that nobody reads, /dev/full, or
+ * nothing at all (a closed descriptor). */
+
+/* Call first in main(), before anything opens a file: open /dev/null on
+ * any of descriptors 0, 1 and 2 that is closed. Otherwise the next socket
+ * gets the lowest free number, say 2, and every error message would be
+ * sent to that client. Exits 1 if /dev/null cannot be opened. */
+void keep_std_fds_open(void);
+
+/* Check what was written to stdout so far: fflush() it, and report a stdout
+ * that was closed at start (EBADF) or a write that failed (a full disk:
+ * ENOSPC). 0, or -1 after printing "prog: write stdout: reason". */
+int check_stdout(void);
+
+/* Write TEXT to stdout, all of it (blocking): for output that must not be
+ * lost, such as the "listening on" line. 0, or -1 after printing
+ * "prog: write stdout: reason" (EBADF for a stdout closed at start). */
+int write_stdout(const char *text, size_t len);
+
+/* Print one log line ("accepted 127.0.0.1:50312") on stdout, as one
+ * write() that never blocks: if nobody reads the other end of a pipe and it
+ * is full, the line is dropped and counted instead of stopping the server.
+ * Lines are cut at 255 bytes. Safe to call from several threads (one
+ * write() per line keeps lines whole). */
+void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* How many lines log_line() and the warn_...() functions dropped. */
+unsigned long log_lines_dropped(void);
+/* The writer behind log_line() and warn_...(): one write() of LINE to FD if
+ * FD has room now, else the line is dropped and counted. */
+void write_log_line(int fd, const char *line, size_t len);
+
 /* ---- Signals (signals.c) --------------------------------------------------
  */
 
@@ -129,10 +182,19 @@ enum accept_action accept_error_action(int err);
  * atomic is also safe to read from other threads (chapter 05). */
 extern atomic_int stop_requested;
 
-/* Catch SIGINT and SIGTERM: the handler only sets stop_requested. Without
- * SA_RESTART, a blocked accept() or read() then fails with EINTR, and the
- * loop around it sees the flag. 0, or -1 with errno set. */
+/* Catch SIGINT and SIGTERM: the handler only sets stop_requested. It also
+ * unblocks them, because a process inherits its parent's signal mask (and
+ * a parent may have blocked them). Without SA_RESTART, a call blocked in a
+ * thread that lets them in fails with EINTR. 0, or -1 with errno set. */
 int catch_stop_signals(void);
+
+/* Block SIGINT and SIGTERM in the calling thread (a stop then waits,
+ * pending, until the thread lets it in), and remember the mask to let them
+ * in with: stop_wait_mask(). 0, or -1 with errno set. */
+int block_stop_signals(void);
+/* The calling thread's mask from before block_stop_signals(), without
+ * SIGINT and SIGTERM: the mask for pselect(), ppoll(), epoll_pwait(). */
+const sigset_t *stop_wait_mask(void);
 
 /* Sleep until SIGINT or SIGTERM (after catch_stop_signals()). The signals
  * are blocked while the flag is tested, and sigsuspend() unblocks them and

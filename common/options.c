@@ -83,6 +83,9 @@ void server_option(struct server_options *opts, int opt, const char *usage)
     case ':':
         usage_error(usage, "option -%c needs a value", optopt);
     default:
+        if (optopt == '-') /* getopt() reads "--help" as the option '-' */
+            usage_error(usage, "long options such as --help are not "
+                               "supported: -h shows the options");
         usage_error(usage, "unknown option -%c", optopt);
     }
 }
