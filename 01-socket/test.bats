@@ -232,8 +232,10 @@ has_cap_net_raw() {
         [ "$STATUS" -eq 1 ]
         [[ "$ERR" == "sockets: write stdout: "* ]]
     done
-    # A closed stdout is named as such.
+    # Each is named as what it is.
     [ "$ERR" = "sockets: write stdout: Bad file descriptor (EBADF)" ]
+    run_stdout_broken full "$SOCKETS"
+    [ "$ERR" = "sockets: write stdout: No space left on device (ENOSPC)" ]
 }
 
 @test "-h prints the usage and exits 0; an unknown option exits 2" {

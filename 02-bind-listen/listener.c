@@ -11,10 +11,8 @@
 #include "lab.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -161,9 +159,6 @@ int main(int argc, char **argv)
     if (optind < argc)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
 
-    /* Line-buffered stdout: each line leaves at once, even into a pipe. */
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
     /* Ctrl-C (SIGINT) or kill (SIGTERM) ends the wait below. Signals are
      * chapter 04's topic: skip this call for now. */
     if (catch_stop_signals() == -1)
@@ -182,8 +177,9 @@ int main(int argc, char **argv)
     printf("backlog %ld, SO_REUSEADDR %s; accept() is never called. "
            "Ctrl-C stops.\n",
            backlog, reuse ? "on" : "off");
-    /* printf() does not report a failed write: ask before we wait, so a
-     * stdout that is full (ENOSPC) or closed (EBADF) ends us at once. */
+    /* Send the lines now (fflush), and check that they could be written
+     * before we wait: a stdout that is full (ENOSPC) or closed (EBADF)
+     * must end us now, not go unnoticed. */
     if (check_stdout() == -1)
         return 1;
 

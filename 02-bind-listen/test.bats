@@ -278,6 +278,8 @@ listening_socket() {
         [ "$STATUS" -eq 1 ]
         [[ "$ERR" == "listener: write stdout: "* ]]
     done
-    # A closed stdout is named as such (not a death by SIGPIPE, status 141).
+    # Each is named as what it is (not a death by SIGPIPE, status 141).
     [ "$ERR" = "listener: write stdout: Bad file descriptor (EBADF)" ]
+    run_stdout_broken full "$LISTENER" -p 0
+    [ "$ERR" = "listener: write stdout: No space left on device (ENOSPC)" ]
 }
