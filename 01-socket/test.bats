@@ -18,19 +18,53 @@ GOOD_CALLS=(
     "socket(AF_UNIX, SOCK_DGRAM, 0)"
 )
 
-# The regular expression for a text, with ( ) [ ] escaped.
-regex_quote() {
-    sed 's/[][()]/\\&/g' <<<"$1"
-}
-
-# row_of OUTPUT CALL: the first line of OUTPUT that reports CALL.
+# row_of OUTPUT CALL: the first line of OUTPUT that reports CALL. (In a
+# bash regex, the quoted part matches literally: no need to escape "(".)
 row_of() {
-    grep -m 1 -E "^  $(regex_quote "$2") += " <<<"$1"
+    local line
+    while IFS= read -r line; do
+        if [[ "$line" =~ ^"  $2"\ +=\  ]]; then
+            echo "$line"
+            return 0
+        fi
+    done <<<"$1"
+    return 1
 }
 
 # The descriptor a row reports: "  socket(...) = 5   socket:[123]  ..." -> 5
 row_fd() {
     sed -E 's/.*\) += (-?[0-9]+) .*/\1/' <<<"$1"
+}
+
+# all_socket_fds OUTPUT: every descriptor a socket() row of OUTPUT reports.
+all_socket_fds() {
+    sed -nE 's/^  socket\(.*\) += ([0-9]+) +socket:.*/\1/p' <<<"$1"
+}
+
+# run_stdout_broken full|closed CMD...: run CMD (bounded) with its stdout
+# on /dev/full or closed; set STATUS and ERR (its stderr).
+run_stdout_broken() {
+    local how=$1 err="$BATS_TEST_TMPDIR/broken.err"
+    shift
+    STATUS=0
+    if [ "$how" = full ]; then
+        timeout "$LAB_WAIT" "$@" >/dev/full 2>"$err" 3>&- || STATUS=$?
+    else
+        timeout "$LAB_WAIT" "$@" >&- 2>"$err" 3>&- || STATUS=$?
+    fi
+    ERR=$(cat "$err")
+    echo "stdout $how: exit $STATUS; stderr: $ERR"
+}
+
+# env_sets_signals OPTION FIELD: does `env OPTION=INT,TERM` start a program
+# with SIGINT and SIGTERM (bits 1 and 14 of /proc/self/status's mask FIELD:
+# signal N is bit N-1) blocked (--block-signal, SigBlk) or ignored
+# (--ignore-signal, SigIgn)?
+env_sets_signals() {
+    local option=$1 field=$2 hex
+    hex=$(env "$option=INT,TERM" grep "^$field:" /proc/self/status)
+    hex=${hex##*[[:space:]]}
+    (((16#$hex >> 1) & 1)) && (((16#$hex >> 14) & 1))
 }
 
 # has_cap_net_raw: does this test process hold CAP_NET_RAW (bit 13)?
@@ -151,6 +185,57 @@ has_cap_net_raw() {
     wait_exit_status "$pid"
     [ "$EXIT_STATUS" -eq 0 ]
     file_has_line "$out" "^closed ${#printed[@]} sockets\.$"
+}
+
+@test "-w stops on SIGTERM and SIGINT even when started with them blocked or ignored" {
+    # A process inherits its parent's signal mask and ignored signals; env
+    # can start one so. (Check that it does, or this test proves nothing.)
+    env_sets_signals --block-signal SigBlk
+    env_sets_signals --ignore-signal SigIgn
+    local how signal
+    for how in block ignore; do
+        for signal in TERM INT; do
+            lab_spawn "sockets-$how-$signal" env --"$how"-signal=INT,TERM "$SOCKETS" -w
+            local pid=$LAB_PID out="$BATS_TEST_TMPDIR/sockets-$how-$signal.out"
+            wait_for file_has_line "$out" "ls -l /proc/$pid/fd"
+            kill -"$signal" "$pid"
+            wait_exit_status "$pid"
+            echo "$how, SIG$signal: exit $EXIT_STATUS"
+            [ "$EXIT_STATUS" -eq 0 ]
+            file_has_line "$out" '^closed [0-9]+ sockets\.$'
+        done
+    done
+}
+
+@test "started with 0 and 2 closed, it opens /dev/null on them: no socket gets 0-2" {
+    run bash -c 'exec "$0" <&- 2>&-' "$SOCKETS"
+    [ "$status" -eq 0 ]
+    [[ "$output" =~ "fd 0 "+"/dev/null "+"standard input" ]]
+    [[ "$output" =~ "fd 2 "+"/dev/null "+"standard error" ]]
+    local fds fd
+    fds=$(all_socket_fds "$output")
+    [ "$(wc -l <<<"$fds")" -ge 9 ]
+    for fd in $fds; do
+        [ "$fd" -ge 3 ]
+    done
+}
+
+@test "stdout full or closed: exit 1 with a 'write stdout' line, even with -w" {
+    local how
+    for how in full closed; do
+        run_stdout_broken "$how" "$SOCKETS"
+        [ "$STATUS" -eq 1 ]
+        [[ "$ERR" == "sockets: write stdout: "* ]]
+        # -w checks its output before it waits, instead of waiting for a
+        # Ctrl-C with nobody to read what it said.
+        run_stdout_broken "$how" "$SOCKETS" -w
+        [ "$STATUS" -eq 1 ]
+        [[ "$ERR" == "sockets: write stdout: "* ]]
+    done
+    # Each is named as what it is.
+    [ "$ERR" = "sockets: write stdout: Bad file descriptor (EBADF)" ]
+    run_stdout_broken full "$SOCKETS"
+    [ "$ERR" = "sockets: write stdout: No space left on device (ENOSPC)" ]
 }
 
 @test "-h prints the usage and exits 0; an unknown option exits 2" {

@@ -11,10 +11,8 @@
 #include "lab.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,8 +87,10 @@ static int listen_on(const char *addr, const char *port, int backlog, int reuse)
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;     /* IPv4 or IPv6: whatever ADDR is */
     hints.ai_socktype = SOCK_STREAM; /* TCP */
-    /* AI_PASSIVE: an address to bind to, not to connect to. NUMERICHOST
-     * and NUMERICSERV: ADDR and PORT are numbers, do not look up names. */
+    /* AI_PASSIVE: with no ADDR (NULL), answer the wildcard address for
+     * bind(); with an ADDR, as here, it is ignored (man 3 getaddrinfo), and
+     * only says what we mean. NUMERICHOST and NUMERICSERV: ADDR and PORT
+     * are numbers, do not look up names. */
     hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
     rc = getaddrinfo(addr, port, &hints, &list);
     if (rc != 0) { /* its errors come back in rc, not in errno */
@@ -134,6 +134,7 @@ int main(int argc, char **argv)
     int opt, listen_fd;
 
     set_program_name(argv[0]);
+    keep_std_fds_open(); /* before any socket can take descriptor 0, 1, 2 */
     server_options_init(&opts);
     while ((opt = getopt(argc, argv, ":b:p:l:r:h")) != -1) {
         switch (opt) {
@@ -158,9 +159,8 @@ int main(int argc, char **argv)
     if (optind < argc)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
 
-    /* Line-buffered stdout: each line leaves at once, even into a pipe. */
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
+    /* Ctrl-C (SIGINT) or kill (SIGTERM) ends the wait below. Signals are
+     * chapter 04's topic: skip this call for now. */
     if (catch_stop_signals() == -1)
         die_errno("sigaction");
 
@@ -177,14 +177,19 @@ int main(int argc, char **argv)
     printf("backlog %ld, SO_REUSEADDR %s; accept() is never called. "
            "Ctrl-C stops.\n",
            backlog, reuse ? "on" : "off");
-    if (fflush(stdout) == EOF || ferror(stdout)) /* e.g. a full disk */
-        die_errno("write stdout");
+    /* Send the lines now (fflush), and check that they could be written
+     * before we wait: a stdout that is full (ENOSPC) or closed (EBADF)
+     * must end us now, not go unnoticed. */
+    if (check_stdout() == -1)
+        return 1;
 
-    wait_for_stop_signal();
+    wait_for_stop_signal(); /* sigsuspend(): chapter 04, skip for now */
 
     /* Connections still in the queue are reset by the kernel now. */
     if (close(listen_fd) == -1)
         die_errno("close listening socket");
     printf("stopped\n");
+    if (check_stdout() == -1)
+        return 1;
     return 0;
 }
