@@ -11,7 +11,9 @@
 # for chapter 03, whose whole point is that it serves one at a time (its own
 # test.bats shows the second client waiting).
 
-load lib
+# (bats's `load lib`, spelled so that shellcheck follows it)
+# shellcheck source=tests/lib.bash
+source "$BATS_TEST_DIRNAME/lib.bash"
 
 setup() {
     if [ -z "${LAB_SERVER:-}" ]; then
@@ -50,13 +52,6 @@ echo_line_works() {
 
 # ---- usage and bad input ------------------------------------------------------
 
-@test "-h prints the usage on stdout and exits 0" {
-    run --separate-stderr "$SERVER_BIN" -h
-    [ "$status" -eq 0 ]
-    [[ ${lines[0]} == usage:* ]]
-    [ -z "$stderr" ]
-}
-
 # bad_usage ARG...: the server must exit 2, print nothing on stdout, and on
 # stderr one line naming the bad value followed by the usage.
 bad_usage() {
@@ -65,8 +60,16 @@ bad_usage() {
     run --separate-stderr "$SERVER_BIN" "$@"
     [ "$status" -eq 2 ]
     [ -z "$output" ]
+    # shellcheck disable=SC2154 # run --separate-stderr sets stderr_lines
     [[ ${stderr_lines[0]} == *"$bad"* ]]
     [[ ${stderr_lines[1]} == usage:* ]]
+}
+
+@test "-h prints the usage on stdout and exits 0" {
+    run --separate-stderr "$SERVER_BIN" -h
+    [ "$status" -eq 0 ]
+    [[ ${lines[0]} == usage:* ]]
+    [ -z "$stderr" ]
 }
 
 @test "-p abc: exit 2, the bad port named, then the usage" {
@@ -116,6 +119,7 @@ bad_usage() {
     serve
     run --separate-stderr timeout "$LAB_WAIT" "$SERVER_BIN" "${SERVER_ARGS[@]}" -p "$SERVER_PORT"
     [ "$status" -eq 1 ]
+    # shellcheck disable=SC2154 # run --separate-stderr sets stderr_lines
     [[ ${stderr_lines[0]} == *"bind 127.0.0.1:$SERVER_PORT: Address already in use"* ]]
 }
 
