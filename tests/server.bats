@@ -203,23 +203,23 @@ stop_with() {
 # they check is that the server stops by itself, with no client's help.
 STOP_WAIT=10
 
-# exits_0_by_itself WHEN: the server SERVER_PID, sent SIGTERM at WHEN (in
-# words, for the failure message), exits 0 within STOP_WAIT seconds and
-# leaves no process of its group behind.
+# exits_0_by_itself WHAT: the server SERVER_PID, sent a stop signal as WHAT
+# says (in words, for the failure message), exits 0 within STOP_WAIT
+# seconds and leaves no process of its group behind.
 exits_0_by_itself() {
     if ! LAB_WAIT=$STOP_WAIT wait_exit_status "$SERVER_PID" 2>/dev/null; then
-        echo "SIGTERM $1: the server was still running ${STOP_WAIT}s later" >&2
+        echo "$1: the server was still running ${STOP_WAIT}s later" >&2
         echo "(SPEC: it stops within 1 s whatever it is doing, no client needed)" >&2
         return 1
     fi
     if [ "$EXIT_STATUS" -ne 0 ]; then
-        echo "SIGTERM $1: the server exited with status $EXIT_STATUS, not 0" >&2
+        echo "$1: the server exited with status $EXIT_STATUS, not 0" >&2
         echo "--- its stderr:" >&2
         cat "$SERVER_ERR" >&2
         return 1
     fi
     if [ -n "$(pgrep -g "$SERVER_PID")" ]; then
-        echo "SIGTERM $1: processes of the server's group are left behind:" >&2
+        echo "$1: processes of the server's group are left behind:" >&2
         ps -o pid,stat,args -g "$SERVER_PID" >&2
         return 1
     fi
@@ -241,7 +241,7 @@ serve_with_stop_shim() {
     # The window between "was a stop requested?" and accept() (or poll,
     # select, epoll_wait): a signal landing there must not be lost.
     serve_with_stop_shim wait
-    exits_0_by_itself "just before the server's first wait for a client"
+    exits_0_by_itself "SIGTERM just before the server's first wait for a client"
 }
 
 @test "SIGTERM just before it reads from a client: it exits 0" {
@@ -249,7 +249,7 @@ serve_with_stop_shim() {
     # 5 bytes, then silence: the server reads them and would wait for more.
     lab_spawn quiet "$LAB_PEER" -v -p "$SERVER_PORT" partial 5
     wait_for file_has_line "$BATS_TEST_TMPDIR/quiet.out" '^connected '
-    exits_0_by_itself "just before the server's first read from a client that then sends nothing"
+    exits_0_by_itself "SIGTERM just before the server's first read from a client that then sends nothing"
 }
 
 @test "SIGTERM while it writes to a client that never reads: it exits 0" {
@@ -261,7 +261,7 @@ serve_with_stop_shim() {
     # The echo has backed up: the server can send that client no more.
     wait_for receive_queue_over "$peer" 65536
     kill -TERM "$SERVER_PID"
-    exits_0_by_itself "while the server's echo to a client that never reads is backed up"
+    exits_0_by_itself "SIGTERM while the server's echo to a client that never reads is backed up"
 }
 
 # serve_into_stalled_log: start the server with its stdout (the log) going
@@ -308,7 +308,7 @@ blocked_writing_a_pipe() {
 @test "SIGTERM while nobody reads its log: it exits 0" {
     serve_into_stalled_log
     kill -TERM "$SERVER_PID"
-    exits_0_by_itself "after 100 KB of log lines into a pipe nobody reads"
+    exits_0_by_itself "SIGTERM after 100 KB of log lines into a pipe nobody reads"
 }
 
 @test "with a log nobody reads, a new client still gets its echo" {
@@ -332,27 +332,27 @@ serve_started_by() {
 @test "started with SIGINT and SIGTERM blocked: SIGTERM stops it, exit 0" {
     serve_started_by "$LAB_SIGBLOCK"
     kill -TERM "$SERVER_PID"
-    exits_0_by_itself "(sent to a server started with SIGINT and SIGTERM blocked)"
+    exits_0_by_itself "SIGTERM to a server started with SIGINT and SIGTERM blocked"
 }
 
 @test "started with SIGINT and SIGTERM blocked: SIGINT stops it, exit 0" {
     serve_started_by "$LAB_SIGBLOCK"
     kill -INT "$SERVER_PID"
-    exits_0_by_itself "(SIGINT, sent to a server started with SIGINT and SIGTERM blocked)"
+    exits_0_by_itself "SIGINT to a server started with SIGINT and SIGTERM blocked"
 }
 
 @test "started with SIGINT and SIGTERM ignored: SIGTERM stops it, exit 0" {
     # shellcheck disable=SC2016 # $@ is the inner bash's
     serve_started_by bash -c 'trap "" TERM INT && exec "$@"' bash
     kill -TERM "$SERVER_PID"
-    exits_0_by_itself "(sent to a server started with SIGINT and SIGTERM ignored)"
+    exits_0_by_itself "SIGTERM to a server started with SIGINT and SIGTERM ignored"
 }
 
 @test "started with SIGINT and SIGTERM ignored: SIGINT stops it, exit 0" {
     # shellcheck disable=SC2016 # $@ is the inner bash's
     serve_started_by bash -c 'trap "" TERM INT && exec "$@"' bash
     kill -INT "$SERVER_PID"
-    exits_0_by_itself "(SIGINT, sent to a server started with SIGINT and SIGTERM ignored)"
+    exits_0_by_itself "SIGINT to a server started with SIGINT and SIGTERM ignored"
 }
 
 # ---- standard streams ---------------------------------------------------------------
