@@ -227,8 +227,8 @@ exits_0_by_itself() {
 
 # serve_with_stop_shim WHEN: start the server with tests/stop_shim.so, which
 # sends it SIGTERM just before its first wait for a client (WHEN=wait:
-# accept, poll, select, epoll_wait...) or its first read from a client
-# socket (WHEN=read). See tests/stop_shim.c.
+# accept, poll, select, epoll_wait...) or its first wait once a client is
+# connected (WHEN=idle). See tests/stop_shim.c.
 serve_with_stop_shim() {
     # AddressSanitizer insists on being the first library loaded; a
     # preloaded one comes before it, which is harmless here.
@@ -244,12 +244,13 @@ serve_with_stop_shim() {
     exits_0_by_itself "SIGTERM just before the server's first wait for a client"
 }
 
-@test "SIGTERM just before it reads from a client: it exits 0" {
-    serve_with_stop_shim read
-    # 5 bytes, then silence: the server reads them and would wait for more.
-    lab_spawn quiet "$LAB_PEER" -v -p "$SERVER_PORT" partial 5
+@test "SIGTERM just before it waits on a connected, silent client: it exits 0" {
+    # The same window with a client connected: before a blocking read()
+    # from it (03, 04, 05), or the next wait after accepting it (06, 07).
+    serve_with_stop_shim idle
+    lab_spawn quiet "$LAB_PEER" -v -p "$SERVER_PORT" idle
     wait_for file_has_line "$BATS_TEST_TMPDIR/quiet.out" '^connected '
-    exits_0_by_itself "SIGTERM just before the server's first read from a client that then sends nothing"
+    exits_0_by_itself "SIGTERM just before the server waits on a connected client that sends nothing"
 }
 
 @test "SIGTERM while it writes to a client that never reads: it exits 0" {

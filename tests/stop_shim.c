@@ -7,8 +7,10 @@
  * WHEN is one of:
  *   wait   the first accept, accept4, poll, ppoll, select, pselect,
  *          epoll_wait or epoll_pwait: where a server waits for a client
- *   read   the first read, readv, recv, recvfrom or recvmsg on a socket:
- *          where a server waits for a client's bytes
+ *   idle   the first wait once a client is connected: a read, readv,
+ *          recv, recvfrom or recvmsg on a socket with no bytes waiting (a
+ *          blocking server's wait for the client), or any of the calls
+ *          above after accept() has returned a client
  *
  * A server that checks a "stop requested" flag and then calls accept() has
  * a window between the two: a signal landing there sets the flag after it
@@ -40,15 +42,17 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-enum when { NEVER, BEFORE_WAIT, BEFORE_READ };
+enum when { NEVER, BEFORE_WAIT, WHEN_IDLE };
 
 static enum when stop_when = NEVER;
 static pid_t server_pid;
+static atomic_bool client_connected = false;
 static atomic_flag sent = ATOMIC_FLAG_INIT;
 
 /* Runs when the library is loaded, before the program's main(). */
@@ -59,21 +63,41 @@ __attribute__((constructor)) static void read_settings(void)
     server_pid = getpid();
     if (when != NULL && strcmp(when, "wait") == 0)
         stop_when = BEFORE_WAIT;
-    else if (when != NULL && strcmp(when, "read") == 0)
-        stop_when = BEFORE_READ;
+    else if (when != NULL && strcmp(when, "idle") == 0)
+        stop_when = WHEN_IDLE;
 }
 
-static void stop_once(enum when now)
+static void stop_once(void)
 {
-    if (stop_when == now && !atomic_flag_test_and_set(&sent))
+    if (!atomic_flag_test_and_set(&sent))
         kill(server_pid, SIGTERM);
 }
 
-static bool is_socket(int fd)
+/* Called before every wait: accept, poll, select, epoll_wait... */
+static void before_wait(void)
+{
+    if (stop_when == BEFORE_WAIT || (stop_when == WHEN_IDLE && client_connected))
+        stop_once();
+}
+
+/* Called before every read: FD is a socket with no bytes to read, so a
+ * blocking read would wait for the client. */
+static void before_read(int fd)
 {
     struct stat st;
+    int waiting;
 
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    if (stop_when == WHEN_IDLE && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        ioctl(fd, FIONREAD, &waiting) == 0 && waiting == 0)
+        stop_once();
+}
+
+/* After accept: a client is connected. */
+static int accepted(int fd)
+{
+    if (fd >= 0)
+        client_connected = true;
+    return fd;
 }
 
 /* The next definition of NAME, as a function pointer. (ISO C has no cast
@@ -95,23 +119,23 @@ int accept(int fd, void *addr, void *len)
 {
     int (*real)(int, void *, void *);
     next("accept", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
-    return real(fd, addr, len);
+    before_wait();
+    return accepted(real(fd, addr, len));
 }
 
 int accept4(int fd, void *addr, void *len, int flags)
 {
     int (*real)(int, void *, void *, int);
     next("accept4", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
-    return real(fd, addr, len, flags);
+    before_wait();
+    return accepted(real(fd, addr, len, flags));
 }
 
 int poll(void *fds, unsigned long nfds, int timeout)
 {
     int (*real)(void *, unsigned long, int);
     next("poll", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
+    before_wait();
     return real(fds, nfds, timeout);
 }
 
@@ -120,7 +144,7 @@ int ppoll(void *fds, unsigned long nfds, const void *timeout,
 {
     int (*real)(void *, unsigned long, const void *, const void *);
     next("ppoll", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
+    before_wait();
     return real(fds, nfds, timeout, mask);
 }
 
@@ -129,7 +153,7 @@ int select(int nfds, fd_set *restrict rd, fd_set *restrict wr,
 {
     int (*real)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
     next("select", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
+    before_wait();
     return real(nfds, rd, wr, ex, timeout);
 }
 
@@ -140,7 +164,7 @@ int pselect(int nfds, fd_set *restrict rd, fd_set *restrict wr,
     int (*real)(int, fd_set *, fd_set *, fd_set *, const struct timespec *,
                 const sigset_t *);
     next("pselect", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
+    before_wait();
     return real(nfds, rd, wr, ex, timeout, mask);
 }
 
@@ -148,7 +172,7 @@ int epoll_wait(int epfd, void *events, int max, int timeout)
 {
     int (*real)(int, void *, int, int);
     next("epoll_wait", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
+    before_wait();
     return real(epfd, events, max, timeout);
 }
 
@@ -157,7 +181,7 @@ int epoll_pwait(int epfd, void *events, int max, int timeout,
 {
     int (*real)(int, void *, int, int, const void *);
     next("epoll_pwait", &real, sizeof real);
-    stop_once(BEFORE_WAIT);
+    before_wait();
     return real(epfd, events, max, timeout, mask);
 }
 
@@ -167,8 +191,7 @@ ssize_t read(int fd, void *buf, size_t len)
 {
     ssize_t (*real)(int, void *, size_t);
     next("read", &real, sizeof real);
-    if (is_socket(fd))
-        stop_once(BEFORE_READ);
+    before_read(fd);
     return real(fd, buf, len);
 }
 
@@ -176,8 +199,7 @@ ssize_t readv(int fd, const void *iov, int count)
 {
     ssize_t (*real)(int, const void *, int);
     next("readv", &real, sizeof real);
-    if (is_socket(fd))
-        stop_once(BEFORE_READ);
+    before_read(fd);
     return real(fd, iov, count);
 }
 
@@ -185,7 +207,7 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
     ssize_t (*real)(int, void *, size_t, int);
     next("recv", &real, sizeof real);
-    stop_once(BEFORE_READ);
+    before_read(fd);
     return real(fd, buf, len, flags);
 }
 
@@ -194,7 +216,7 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, void *addr,
 {
     ssize_t (*real)(int, void *, size_t, int, void *, void *);
     next("recvfrom", &real, sizeof real);
-    stop_once(BEFORE_READ);
+    before_read(fd);
     return real(fd, buf, len, flags, addr, addr_len);
 }
 
@@ -202,6 +224,6 @@ ssize_t recvmsg(int fd, void *msg, int flags)
 {
     ssize_t (*real)(int, void *, int);
     next("recvmsg", &real, sizeof real);
-    stop_once(BEFORE_READ);
+    before_read(fd);
     return real(fd, msg, flags);
 }
