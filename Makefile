@@ -26,12 +26,15 @@ ALL_CFLAGS  := $(LAB_CFLAGS) $(CFLAGS) $(SAN_FLAGS)
 ALL_LDFLAGS := $(LDFLAGS) $(SAN_FLAGS)
 
 CHAPTERS := $(sort $(wildcard 0[1-7]-*))
-PROGRAMS := $(patsubst %.c,%,$(wildcard 0[1-7]-*/*.c tools/*.c tests/*.c))
+# tests/stop_shim.c is no program but a library the tests preload.
+SHIM     := tests/stop_shim.so
+PROGRAMS := $(patsubst %.c,%,$(filter-out $(SHIM:.so=.c),\
+              $(wildcard 0[1-7]-*/*.c tools/*.c tests/*.c)))
 LIB      := common/liblab.a
 LIB_OBJS := $(patsubst %.c,%.o,$(wildcard common/*.c))
 
 .PHONY: all chapter test bench clean FORCE
-all: $(PROGRAMS)
+all: $(PROGRAMS) $(SHIM)
 
 # Rebuild everything when the compiler or flags change (CC=clang, SAN=...),
 # so that a sanitizer run never links objects built without it.
@@ -48,11 +51,19 @@ $(LIB): $(LIB_OBJS)
 $(PROGRAMS): %: %.c $(LIB) common/lab.h .build-flags
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(ALL_LDFLAGS) $(LDLIBS)
 
+# A shared object for LD_PRELOAD, built without sanitizers: their runtime
+# must be the first library loaded, and the tests preload this one.
+$(SHIM): %.so: %.c .build-flags
+	$(CC) $(LAB_CFLAGS) $(CFLAGS) -shared -fPIC -o $@ $< $(LDFLAGS)
+
 # ---- make chapter N ---------------------------------------------------------
-# The chapter number is a second goal ("make chapter 3"). It is checked while
-# the Makefile is read, so a bad one gives one line of explanation.
-ifeq ($(firstword $(MAKECMDGOALS)),chapter)
-CHAPTER_ARG := $(word 2,$(MAKECMDGOALS))
+# The chapter number is another goal ("make chapter 3", or "make clean
+# chapter 3"): the first goal that is not one of the Makefile's own. It is
+# checked while the Makefile is read, so a bad one gives one line of
+# explanation.
+ifneq ($(filter chapter,$(MAKECMDGOALS)),)
+CHAPTER_ARG := $(firstword $(filter-out all chapter test bench clean,\
+                 $(MAKECMDGOALS)))
 ifeq ($(CHAPTER_ARG),)
 $(error usage: make chapter N, where N is 1-7)
 endif
@@ -77,7 +88,11 @@ RUN_5 := ./05-thread-server/server -p 0      (or -t 4 for a pool of 4 threads)
 RUN_6 := ./06-select-server/server -p 0      (then: ./03-accept/client -p PORT)
 RUN_7 := ./07-epoll-server/server -p 0      (-e for edge-triggered)
 
-chapter: $(CHAPTER_PROGS) $(if $(filter 4 5 6 7,$(CHAPTER_NUM)),03-accept/client)
+# The lessons of 03-07 also run tests/peer (a client that misbehaves on
+# purpose), and 04-07 chapter 03's client and tools/loadgen.
+chapter: $(CHAPTER_PROGS) \
+         $(if $(filter 3 4 5 6 7,$(CHAPTER_NUM)),tests/peer tools/loadgen) \
+         $(if $(filter 4 5 6 7,$(CHAPTER_NUM)),03-accept/client)
 	@echo
 	@echo "built $(CHAPTER_DIR): $(notdir $(CHAPTER_PROGS))"
 	@echo "run it:  $(RUN_$(CHAPTER_NUM))"
@@ -92,5 +107,5 @@ bench: all
 	@bench/run $(BENCH_ARGS)
 
 clean:
-	rm -f $(PROGRAMS) $(LIB) $(LIB_OBJS) .build-flags
+	rm -f $(PROGRAMS) $(SHIM) $(LIB) $(LIB_OBJS) .build-flags
 	rm -rf bench/results

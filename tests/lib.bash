@@ -10,12 +10,22 @@
 # descriptors closed: bats waits for its fd 3 to close before it ends a
 # test, so a server holding it would hang the run.
 
-bats_require_minimum_version 1.5.0 # for run --separate-stderr
+# 1.5.0 brought run --separate-stderr, 1.7.0 BATS_TEST_TIMEOUT (tests/run
+# sets it); 1.8.0 is the oldest release these files were run with.
+bats_require_minimum_version 1.8.0
 
 LAB_ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 LAB_CLIENT="$LAB_ROOT/03-accept/client"
+# (The .bats files that load this file use these; shellcheck, reading this
+# file alone, cannot see that.)
+# shellcheck disable=SC2034
 LAB_PEER="$LAB_ROOT/tests/peer"
+# shellcheck disable=SC2034
 LAB_LOADGEN="$LAB_ROOT/tools/loadgen"
+# shellcheck disable=SC2034
+LAB_SIGBLOCK="$LAB_ROOT/tests/sigblock"
+# shellcheck disable=SC2034
+LAB_STOP_SHIM="$LAB_ROOT/tests/stop_shim.so"
 LAB_PIDS=()
 LAB_SPAWNED=0
 
@@ -25,6 +35,13 @@ LAB_WAIT=${LAB_WAIT:-20}
 
 teardown() {
     lab_cleanup
+}
+
+# lab_note TEXT...: a line for the reader of the test output. Bats shows
+# what a test prints on fd 3 (stdout and stderr only when the test fails);
+# the "# " keeps the TAP stream valid.
+lab_note() {
+    printf '# %s\n' "$*" >&3
 }
 
 # lab_cleanup: stop every process group that lab_spawn started, politely
@@ -52,7 +69,8 @@ lab_spawn() {
         # Start the program as a shell would: with only stdin, stdout and
         # stderr. bats holds more descriptors open (fd 3 among them), which
         # would shift the program's own descriptor numbers and counts.
-        for fd in $(ls "/proc/$BASHPID/fd"); do
+        for fd in "/proc/$BASHPID/fd"/*; do
+            fd=${fd##*/}
             [ "$fd" -gt 2 ] && eval "exec $fd>&-"
         done
         exec setsid "$@"
@@ -86,9 +104,13 @@ file_has_line() {
     grep -Eq -- "$2" "$1" 2>/dev/null || return 1
 }
 
-# count_lines FILE REGEX: how many lines of FILE match REGEX.
+# count_lines FILE REGEX: how many lines of FILE match REGEX; 0 while
+# FILE does not exist yet (grep then prints nothing, and an empty count
+# would make "line_count_is ... N" an error, which ends wait_for at once).
 count_lines() {
-    grep -Ec -- "$2" "$1" 2>/dev/null || true
+    local n
+    n=$(grep -Ec -- "$2" "$1" 2>/dev/null)
+    echo "${n:-0}"
 }
 
 # start_server PROGRAM [ARG...]: start a server, wait for its
@@ -97,13 +119,23 @@ count_lines() {
 # Several servers in one test get server1, server2, ... files.
 start_server() {
     LAB_SPAWNED=$((LAB_SPAWNED + 1))
-    local name="server$LAB_SPAWNED"
-    lab_spawn "$name" ${LAB_WRAP:-} "$@"
+    local name="server$LAB_SPAWNED" wrap
+    # LAB_WRAP is a command line (e.g. "valgrind -q"), split at spaces.
+    read -ra wrap <<<"${LAB_WRAP:-}"
+    lab_spawn "$name" "${wrap[@]}" "$@"
     SERVER_PID=$LAB_PID
     SERVER_OUT="$BATS_TEST_TMPDIR/$name.out"
     SERVER_ERR="$BATS_TEST_TMPDIR/$name.err"
+    wait_server_listening "$@"
+}
+
+# wait_server_listening [WHAT...]: wait until the server SERVER_PID has
+# printed its "listening on ADDR:PORT" line into SERVER_OUT, then set
+# SERVER_PORT and SERVER_ADDR from it. start_server calls it; call it
+# yourself after starting a server some other way.
+wait_server_listening() {
     if ! wait_for server_is_listening; then
-        echo "start_server: no 'listening on' line from $*" >&2
+        echo "no 'listening on' line from ${*:-the server}" >&2
         echo "--- its stdout:" >&2
         cat "$SERVER_OUT" >&2
         echo "--- its stderr:" >&2
@@ -123,8 +155,11 @@ start_server_with_fd_limit() {
     local limit=$1
     shift
     # LAB_WRAP (e.g. valgrind) goes after the ulimit, around the server.
+    local wrap
+    read -ra wrap <<<"${LAB_WRAP:-}"
+    # shellcheck disable=SC2016 # $0 and $@ are the inner bash's
     LAB_WRAP="" start_server bash -c 'ulimit -n "$0" && exec "$@"' "$limit" \
-        ${LAB_WRAP:-} "$@"
+        "${wrap[@]}" "$@"
 }
 
 # True once the server printed its line; fails at once if it died instead.
@@ -184,16 +219,21 @@ wait_exit_status() {
         echo "process $1 did not exit within ${LAB_WAIT}s" >&2
         return 1
     }
-    EXIT_STATUS=0
-    wait "$1" || EXIT_STATUS=$?
+    local rc=0
+    wait "$1" || rc=$?
+    # shellcheck disable=SC2034 # for the caller
+    EXIT_STATUS=$rc
 }
 
-# fd_count PID: how many file descriptors PID holds.
+# fd_count PID: how many file descriptors PID holds. (ls is safe here: the
+# names under /proc/PID/fd and /proc/PID/task are numbers.)
+# shellcheck disable=SC2012
 fd_count() {
     ls "/proc/$1/fd" | wc -l
 }
 
 # thread_count PID: how many threads PID runs.
+# shellcheck disable=SC2012
 thread_count() {
     ls "/proc/$1/task" | wc -l
 }

@@ -20,6 +20,10 @@
  *   idle       connect, send nothing, wait until killed
  *   partial N  send N bytes (half a message) and wait until killed
  *   flood N    send N bytes and never read (blocks when buffers fill)
+ *   backlog N  send up to N bytes without reading, so that the server's
+ *              echo backs up, until SIGUSR1; then read back every byte
+ *              sent, print "drained BYTES", and stay connected, idle, until
+ *              killed (a backlog that drained, then a quiet client)
  *   cycle N    N times in a row: connect, echo 100 bytes, close
  *
  * -v prints "connected LOCAL-ADDR" once connected, so a test can wait for it
@@ -32,15 +36,18 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <unistd.h>
 
 static const char usage[] =
     "usage: peer [-b ADDR] [-p PORT] [-v] MODE [BYTES]\n"
-    "modes: echo owed reset hangup idle partial flood cycle\n";
+    "modes: echo owed reset hangup idle partial flood backlog cycle\n";
 
 static unsigned char pattern_byte(size_t i)
 {
@@ -160,6 +167,94 @@ static int do_echo(int fd, size_t len)
     return expect_pattern(fd, len, got);
 }
 
+static volatile sig_atomic_t drain_now = 0;
+
+static void on_sigusr1(int signo)
+{
+    (void)signo;
+    drain_now = 1;
+}
+
+/* Wait until FD is readable (or, if WRITING, writable), or until SIGUSR1
+ * came: pselect() unblocks SIGUSR1 only while it waits, so a signal can
+ * not slip in between the check of drain_now and the wait. */
+static int wait_fd(int fd, bool writing, const sigset_t *wait_mask)
+{
+    fd_set set;
+
+    FD_ZERO(&set);
+    FD_SET(fd, &set);
+    if (pselect(fd + 1, writing ? NULL : &set, writing ? &set : NULL, NULL,
+                NULL, wait_mask) == -1 && errno != EINTR) {
+        warn_errno("pselect");
+        return -1;
+    }
+    return 0;
+}
+
+/* backlog: send without reading until SIGUSR1 (or LEN bytes), then read
+ * back all that was sent and check it. */
+static int do_backlog(int fd, size_t len)
+{
+    unsigned char buf[16384];
+    size_t sent = 0, got = 0;
+    sigset_t usr1, wait_mask;
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    if (sigprocmask(SIG_BLOCK, &usr1, &wait_mask) == -1 ||
+        sigaction(SIGUSR1, &sa, NULL) == -1)
+        die_errno("sigaction SIGUSR1");
+    if (set_nonblocking(fd) == -1)
+        die_errno("fcntl O_NONBLOCK");
+
+    while (sent < len && !drain_now) {
+        size_t n = len - sent < sizeof buf ? len - sent : sizeof buf;
+        fill_pattern(buf, sent, n);
+        ssize_t w = write(fd, buf, n);
+        if (w > 0) {
+            sent += (size_t)w;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (wait_fd(fd, true, &wait_mask) == -1)
+                return -1;
+        } else if (errno != EINTR) {
+            warn_errno("write");
+            return -1;
+        }
+    }
+    while (got < sent) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n == 0) {
+            warn_msg("echo ended after %zu of %zu bytes", got, sent);
+            return -1;
+        }
+        if (n == -1) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (wait_fd(fd, false, &wait_mask) == -1)
+                    return -1;
+                continue;
+            }
+            if (errno == EINTR)
+                continue;
+            warn_errno("read");
+            return -1;
+        }
+        for (ssize_t i = 0; i < n; i++, got++)
+            if (got >= sent || buf[i] != pattern_byte(got)) {
+                warn_msg("echo differs at byte %zu", got);
+                return -1;
+            }
+    }
+    printf("drained %zu\n", sent);
+    fflush(stdout);
+    for (;;)
+        pause(); /* until a signal kills us */
+}
+
 int main(int argc, char **argv)
 {
     const char *addr = DEFAULT_ADDR, *port = DEFAULT_PORT, *mode;
@@ -187,7 +282,7 @@ int main(int argc, char **argv)
         usage_error(usage, "no mode");
     mode = argv[optind];
     if (optind + 1 < argc &&
-        !parse_number(argv[optind + 1], 0, 1L << 40, &bytes))
+        !parse_number(argv[optind + 1], 0, LONG_MAX, &bytes))
         usage_error(usage, "bad byte count '%s'", argv[optind + 1]);
     if (ignore_sigpipe() == -1)
         die_errno("sigaction SIGPIPE");
@@ -228,6 +323,8 @@ int main(int argc, char **argv)
         if ((rc = send_pattern(fd, (size_t)bytes)) == 0)
             for (;;)
                 pause(); /* until a signal kills us */
+    } else if (strcmp(mode, "backlog") == 0) {
+        rc = do_backlog(fd, (size_t)bytes);
     } else if (strcmp(mode, "flood") == 0) {
         rc = send_pattern(fd, (size_t)bytes);
         for (;;)
