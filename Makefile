@@ -89,10 +89,12 @@ RUN_6 := ./06-select-server/server -p 0      (then: ./03-accept/client -p PORT)
 RUN_7 := ./07-epoll-server/server -p 0      (-e for edge-triggered)
 
 # The lessons of 03-07 also run tests/peer (a client that misbehaves on
-# purpose), and 04-07 chapter 03's client and tools/loadgen.
+# purpose) and tools/loadgen; 02 and 04-07 run chapter 03's client, and 02
+# its server too.
 chapter: $(CHAPTER_PROGS) \
          $(if $(filter 3 4 5 6 7,$(CHAPTER_NUM)),tests/peer tools/loadgen) \
-         $(if $(filter 4 5 6 7,$(CHAPTER_NUM)),03-accept/client)
+         $(if $(filter 2 4 5 6 7,$(CHAPTER_NUM)),03-accept/client) \
+         $(if $(filter 2,$(CHAPTER_NUM)),03-accept/server)
 	@echo
 	@echo "built $(CHAPTER_DIR): $(notdir $(CHAPTER_PROGS))"
 	@echo "run it:  $(RUN_$(CHAPTER_NUM))"
