@@ -153,7 +153,10 @@ void keep_std_fds_open(void);
 
 /* Check what was written to stdout so far: fflush() it, and report a stdout
  * that was closed at start (EBADF) or a write that failed (a full disk:
- * ENOSPC). 0, or -1 after printing "prog: write stdout: reason". */
+ * ENOSPC). 0, or -1 after printing "prog: write stdout: reason". Leave
+ * stdout fully buffered (stdio's default for a file or pipe) so that the
+ * write happens here and its reason is known; a write that failed earlier,
+ * inside a line-buffered printf(), is reported as EIO. */
 int check_stdout(void);
 
 /* Write TEXT to stdout, all of it (blocking): for output that must not be
