@@ -265,12 +265,12 @@ no_process_left() {
     if [ "$(id -u)" -eq 0 ]; then
         command -v setpriv >/dev/null || skip "needs setpriv (util-linux) to run as nobody"
         as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-        if ! "${as_user[@]}" "$server" -h >/dev/null 2>&1; then
+        if ! "${as_user[@]}" prlimit "$server" -h >/dev/null 2>&1; then
             NOBODY_DIR=$(mktemp -d /tmp/lab04.XXXXXX)
             chmod 755 "$NOBODY_DIR"
             cp "$SERVER" "$NOBODY_DIR/server"
             server=$NOBODY_DIR/server
-            "${as_user[@]}" "$server" -h >/dev/null 2>&1 ||
+            "${as_user[@]}" prlimit "$server" -h >/dev/null 2>&1 ||
                 skip "nobody cannot run a copy of the server in $NOBODY_DIR (noexec /tmp?)"
         fi
     fi
