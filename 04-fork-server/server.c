@@ -241,13 +241,24 @@ static void signal_children(int signo)
             warn_errno("kill %ld", (long)children[i].pid);
 }
 
+/* Milliseconds since START, on the clock that never jumps. */
+static long ms_since(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000 +
+           (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
 /* Stop every child and reap it, so that none is left behind, not even a
  * zombie. The table holds exactly the children not yet reaped (SIGCHLD is
  * blocked, so the handler cannot reap one behind our back), and a PID stays
  * ours until it is reaped: kill() cannot hit a stranger. */
 static void stop_children(void)
 {
-    struct timespec now, deadline;
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
+    struct timespec start;
     bool killed = false;
 
     /* -z reaped nobody: reap now, the zombies first. */
@@ -260,31 +271,15 @@ static void stop_children(void)
      * until it is continued: SIGTERM waits, pending, for the SIGCONT. */
     signal_children(SIGTERM);
     signal_children(SIGCONT);
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_nsec += STOP_GRACE_MS * 1000000L;
-    deadline.tv_sec += deadline.tv_nsec / 1000000000L;
-    deadline.tv_nsec %= 1000000000L;
-
+    clock_gettime(CLOCK_MONOTONIC, &start);
     while (live_children > 0) {
-        struct timespec left, *timeout = NULL;
-        if (!killed) {
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            left.tv_sec = deadline.tv_sec - now.tv_sec;
-            left.tv_nsec = deadline.tv_nsec - now.tv_nsec;
-            if (left.tv_nsec < 0) {
-                left.tv_sec--;
-                left.tv_nsec += 1000000000L;
-            }
-            timeout = &left;
-            if (left.tv_sec < 0) {
-                /* SIGKILL cannot be caught, blocked or ignored. */
-                warn_msg("%d children still running: SIGKILL", live_children);
-                signal_children(SIGKILL);
-                killed = true;
-                timeout = NULL;
-            }
+        if (!killed && ms_since(&start) >= STOP_GRACE_MS) {
+            /* SIGKILL cannot be caught, blocked or ignored. */
+            warn_msg("%d children still running: SIGKILL", live_children);
+            signal_children(SIGKILL);
+            killed = true;
         }
-        sleep_until(-1, timeout);
+        sleep_until(-1, &tick); /* a child's end wakes us sooner */
         collect_ended();
     }
 }
