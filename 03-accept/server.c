@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,7 +55,8 @@ static void back_off(void)
 {
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 
-    nanosleep(&pause, NULL); /* EINTR just ends the pause early */
+    /* Ctrl-C is blocked here: a stop waits for the end of this pause. */
+    nanosleep(&pause, NULL);
 }
 
 int main(int argc, char **argv)
@@ -72,13 +72,11 @@ int main(int argc, char **argv)
     if (optind < argc)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
 
-    /* Line-buffered stdout: each log line leaves at once, even into a pipe. */
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
     if (ignore_sigpipe() == -1 || catch_stop_signals() == -1)
         die_errno("sigaction");
-    /* Ctrl-C is let in only while we wait (wait_fd_or_stop), so one that
-     * lands just before a wait is never lost: see README. */
+    /* Ctrl-C only sets a flag. Keep it blocked (held back) everywhere but
+     * in wait_fd_or_stop(), our one place to sleep, so that one arriving
+     * just before a wait still ends that wait at once: see README. */
     if (block_stop_signals() == -1)
         die_errno("pthread_sigmask");
 
@@ -92,6 +90,8 @@ int main(int argc, char **argv)
         char peer[ADDR_TEXT_MAX];
         int conn_fd;
 
+        /* Sleep until a client is queued or Ctrl-C; then accept() has one
+         * to take at once. */
         if (wait_fd_or_stop(listen_fd, POLLIN, -1) == -1) {
             if (errno == EINTR)
                 break; /* a stop */
@@ -101,7 +101,7 @@ int main(int argc, char **argv)
         if (conn_fd == -1) {
             switch (accept_error_action(errno)) {
             case ACCEPT_RETRY:
-                continue; /* EINTR lands here: the loop checks the flag */
+                continue; /* e.g. EPROTO: see accept_error_action() */
             case ACCEPT_BACKOFF:
                 warn_errno("accept");
                 back_off();
