@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -30,6 +31,19 @@ static const char usage[] =
     "  -p PORT  port to listen on (default 8080; 0 lets the kernel choose)\n"
     "  -q       quiet: no accepted/closed lines\n"
     "  -h       show this help\n";
+
+/* Is a Ctrl-C waiting, blocked, to be let in? ppoll() reports a ready
+ * descriptor before a pending signal: while the listening socket stays
+ * ready (accept() failing with EMFILE), a stop could wait for ever. */
+static bool stop_pending(void)
+{
+    sigset_t pending;
+
+    if (sigpending(&pending) == -1)
+        die_errno("sigpending");
+    return sigismember(&pending, SIGINT) == 1 ||
+           sigismember(&pending, SIGTERM) == 1;
+}
 
 /* Milliseconds from now until DEADLINE (on the monotonic clock, which no
  * one can set back), rounded up; 0 once it has passed. */
@@ -202,7 +216,7 @@ int main(int argc, char **argv)
     if (listen_fd == -1 || announce_listening(listen_fd) == -1)
         return 1;
 
-    while (!stop_requested) {
+    while (!stop_requested && !stop_pending()) {
         struct sockaddr_storage peer_addr;
         socklen_t peer_len = sizeof peer_addr;
         struct timespec deadline;

@@ -166,6 +166,23 @@ occupy_server() {
     [ "$(printf 'still here\n' | timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT")" = "still here" ]
 }
 
+# stop_while_out_of_fds PROGRAM: start PROGRAM with room for descriptors
+# 0-3 only, queue a client that accept() has no descriptor for, and check
+# that SIGTERM still stops it. The listening socket stays ready all along,
+# and ppoll() reports a ready descriptor before a pending signal.
+stop_while_out_of_fds() {
+    start_server_with_fd_limit 4 "$1" -p 0
+    lab_spawn idle "$LAB_PEER" -p "$SERVER_PORT" idle
+    wait_for file_has_line "$SERVER_ERR" 'accept: Too many open files \(EMFILE\)$'
+    kill -TERM "$SERVER_PID"
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "server: out of descriptors (EMFILE) with a client queued, SIGTERM still stops it" {
+    stop_while_out_of_fds "$SERVER"
+}
+
 # ---- http_hello ------------------------------------------------------------
 
 @test "http_hello: a raw HTTP request through the chapter's client gets one 200 response" {
@@ -294,4 +311,8 @@ occupy_server() {
     wait_exit_status "$SERVER_PID"
     [ "$EXIT_STATUS" -eq 0 ]
     exec 7<&-
+}
+
+@test "http_hello: out of descriptors (EMFILE) with a client queued, SIGTERM still stops it" {
+    stop_while_out_of_fds "$HTTP_HELLO"
 }
