@@ -1,0 +1,27 @@
+# The socket lab's machine: Debian 12 with every tool the lessons and tests
+# use. It holds only the tools: your clone of the lab is mounted at /lab, so
+# what you build and edit stays on your own disk.
+#
+#   docker build -t socket-lab .
+#   docker run --rm -it --name lab --hostname lab \
+#       --cap-add=SYS_PTRACE --cap-add=NET_RAW --cap-add=NET_ADMIN \
+#       --security-opt seccomp=unconfined -v "$PWD":/lab socket-lab
+#
+# (Podman: the same two commands with podman instead of docker.) The run
+# flags give what the lessons need: SYS_PTRACE lets strace and gdb attach to
+# a running server (-p PID); NET_RAW and NET_ADMIN let tcpdump capture;
+# seccomp=unconfined lets gdb turn off address randomisation and lets perf
+# and strace use every system call. A second terminal in the same machine:
+#   docker exec -it lab bash
+FROM debian:12
+
+# The same packages as the install line in README.md ("What you need"):
+# tests/fresh-machine checks that the two lists agree.
+RUN apt-get update \
+    && apt-get install -y build-essential clang bats iproute2 procps strace curl tcpdump lsof valgrind gdb tmux git man-db manpages-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+# The lab runs as root here: nothing in it needs another user, and the files
+# you mount keep working whoever owns them on your disk.
+WORKDIR /lab
+CMD ["bash", "-l"]
