@@ -22,6 +22,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # The lab runs as root here: nothing in it needs another user, and the files
-# you mount keep working whoever owns them on your disk.
+# you mount keep working whoever owns them on your disk. git would refuse a
+# folder that another user owns; /lab is yours.
+RUN git config --system --add safe.directory /lab
 WORKDIR /lab
 CMD ["bash", "-l"]
