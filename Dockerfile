@@ -4,14 +4,15 @@
 #
 #   docker build -t socket-lab .
 #   docker run --rm -it --name lab --hostname lab \
-#       --cap-add=SYS_PTRACE --cap-add=NET_RAW --cap-add=NET_ADMIN \
+#       --cap-add=SYS_PTRACE --cap-add=NET_RAW \
 #       --security-opt seccomp=unconfined -v "$PWD":/lab socket-lab
 #
 # (Podman: the same two commands with podman instead of docker.) The run
 # flags give what the lessons need: SYS_PTRACE lets strace and gdb attach to
-# a running server (-p PID); NET_RAW and NET_ADMIN let tcpdump capture;
-# seccomp=unconfined lets gdb turn off address randomisation and lets perf
-# and strace use every system call. A second terminal in the same machine:
+# a running server (-p PID); NET_RAW lets tcpdump open its raw socket (Podman
+# leaves it out by default: "socket: Operation not permitted");
+# seccomp=unconfined lets gdb turn off address randomisation, as it does for
+# a program it starts. A second terminal in the same machine:
 #   docker exec -it lab bash
 FROM debian:12
 
