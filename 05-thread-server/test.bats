@@ -316,6 +316,7 @@ start_server_with_stalled_log() {
     read -r -t "$LAB_WAIT" -u "$LOG_FD" line
     [[ "$line" == "listening on "* ]]
     SERVER_PORT=${line##*:}
+    # shellcheck disable=SC2034 # read by server_host in tests/lib.bash
     SERVER_ADDR=127.0.0.1
 }
 
