@@ -177,10 +177,12 @@ static void on_sigusr1(int signo)
 
 /* Wait until FD is readable (or, if WRITING, writable), or until SIGUSR1
  * came: pselect() unblocks SIGUSR1 only while it waits, so a signal can
- * not slip in between the check of drain_now and the wait. */
+ * not slip in between the check of drain_now and the wait. A ready FD wins
+ * over a pending signal, which pselect() then leaves pending: ask for it. */
 static int wait_fd(int fd, bool writing, const sigset_t *wait_mask)
 {
     fd_set set;
+    sigset_t pending;
 
     FD_ZERO(&set);
     FD_SET(fd, &set);
@@ -189,6 +191,12 @@ static int wait_fd(int fd, bool writing, const sigset_t *wait_mask)
         warn_errno("pselect");
         return -1;
     }
+    if (sigpending(&pending) == -1) {
+        warn_errno("sigpending");
+        return -1;
+    }
+    if (sigismember(&pending, SIGUSR1) == 1)
+        drain_now = 1;
     return 0;
 }
 
