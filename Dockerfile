@@ -3,7 +3,7 @@
 # what you build and edit stays on your own disk.
 #
 #   docker build -t socket-lab .
-#   docker run --rm -it --name lab --hostname lab \
+#   docker run --rm -it --init --name lab --hostname lab \
 #       --cap-add=SYS_PTRACE --cap-add=NET_RAW \
 #       --security-opt seccomp=unconfined -v "$PWD":/lab socket-lab
 #
@@ -12,7 +12,8 @@
 # a running server (-p PID); NET_RAW lets tcpdump open its raw socket (Podman
 # leaves it out by default: "socket: Operation not permitted");
 # seccomp=unconfined lets gdb turn off address randomisation, as it does for
-# a program it starts. A second terminal in the same machine:
+# a program it starts; --init puts a small init as PID 1 to reap orphans, as
+# on a real machine (chapter 04). A second terminal in the same machine:
 #   docker exec -it lab bash
 FROM debian:12
 

@@ -39,7 +39,9 @@ all: $(PROGRAMS) $(SHIM)
 
 # Rebuild everything when the compiler or flags change (CC=clang, SAN=...),
 # so that a sanitizer run never links objects built without it.
-BUILD_ID := $(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)
+# The machine counts too: a build made on a Mac in the folder the lab's
+# container shares must not pass for a Linux one.
+BUILD_ID := $(shell uname -sm) $(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS)
 .build-flags: FORCE
 	@echo '$(BUILD_ID)' | cmp -s - $@ || echo '$(BUILD_ID)' > $@
 

@@ -42,13 +42,15 @@ static const char usage[] =
 
 /* What the SIGCHLD handler hands over: each child it reaped, with its exit
  * status. Only the handler writes (an entry, then the count), only main()
- * reads (the count, then the entries up to it). The count is a lock-free
- * atomic, which a handler may write (C11 7.14.1.1). At most MAX_CHILDREN
+ * reads (the count, then the entries up to it). Every field is a lock-free
+ * atomic, which a handler may write whenever it runs (C11 7.14.1.1): no
+ * argument about when SIGCHLD can get in is needed. At most MAX_CHILDREN
  * children are unreaped or unread at any time, so the ring never fills. */
-_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_uint must be lock-free");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic ints must be lock-free");
+_Static_assert(sizeof(pid_t) == sizeof(int), "a pid_t fits an atomic_int");
 static struct ended {
-    pid_t pid;
-    int status;
+    atomic_int pid; /* a pid_t */
+    atomic_int status;
 } ended[MAX_CHILDREN];
 static atomic_uint ended_count; /* how many the handler has written */
 static unsigned ended_read;     /* how many main() has read */
@@ -78,7 +80,8 @@ static void reap_children(int signo)
     (void)signo;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         unsigned n = atomic_load(&ended_count);
-        ended[n % MAX_CHILDREN] = (struct ended){.pid = pid, .status = status};
+        atomic_store(&ended[n % MAX_CHILDREN].pid, pid);
+        atomic_store(&ended[n % MAX_CHILDREN].status, status);
         atomic_store(&ended_count, n + 1); /* the entry is ready for main */
     }
     errno = saved_errno;
@@ -232,9 +235,9 @@ static void child_ended(pid_t pid, int status)
 static void collect_ended(void)
 {
     while (ended_read != atomic_load(&ended_count)) {
-        struct ended e = ended[ended_read % MAX_CHILDREN];
+        struct ended *e = &ended[ended_read % MAX_CHILDREN];
         ended_read++;
-        child_ended(e.pid, e.status);
+        child_ended(atomic_load(&e->pid), atomic_load(&e->status));
     }
 }
 
