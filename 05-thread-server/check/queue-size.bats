@@ -104,6 +104,10 @@ expect_backpressure() {
     expect_backpressure 1 1 8 -Q 1
 }
 
+@test "-t 1 -Q 40: a queue larger than 16 holds 40 clients" {
+    expect_backpressure 1 40 45 -Q 40
+}
+
 @test "-t 2 without -Q: the queue still holds 16 clients" {
     expect_backpressure 2 16 24
 }
