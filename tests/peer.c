@@ -183,11 +183,14 @@ static int wait_fd(int fd, bool writing, const sigset_t *wait_mask)
 {
     fd_set set;
     sigset_t pending;
+    /* ThreadSanitizer takes a signal itself and runs our handler later, at
+     * a call of its choosing: wake up now and then so the loop sees it. */
+    struct timespec tick = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 
     FD_ZERO(&set);
     FD_SET(fd, &set);
     if (pselect(fd + 1, writing ? NULL : &set, writing ? &set : NULL, NULL,
-                NULL, wait_mask) == -1 && errno != EINTR) {
+                &tick, wait_mask) == -1 && errno != EINTR) {
         warn_errno("pselect");
         return -1;
     }
