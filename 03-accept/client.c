@@ -37,6 +37,9 @@ int main(int argc, char **argv)
     int opt, sock_fd;
 
     set_program_name(argv[0]);
+    /* Descriptors 0, 1, 2 must be open before connect() takes the lowest
+     * free number: a socket on 0 would be "our input", on 1 "our output". */
+    keep_std_fds_open();
     while ((opt = getopt(argc, argv, ":b:p:h")) != -1) {
         switch (opt) {
         case 'b':
@@ -55,7 +58,7 @@ int main(int argc, char **argv)
             break;
         case 'h':
             fputs(usage, stdout);
-            return 0;
+            return check_stdout() == 0 ? 0 : 1;
         case ':':
             usage_error(usage, "option -%c needs a value", optopt);
         default:
@@ -66,6 +69,10 @@ int main(int argc, char **argv)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
     if (ignore_sigpipe() == -1) /* a write to a reset connection: EPIPE */
         die_errno("sigaction SIGPIPE");
+    /* The reply goes to stdout: if it was closed at start, say so now
+     * rather than send the reply nowhere. */
+    if (check_stdout() == -1)
+        return 1;
 
     sock_fd = open_connection(addr, port); /* socket() + connect() */
     if (sock_fd == -1)

@@ -10,7 +10,7 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <stdio.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +26,20 @@ static const char usage[] =
     "  -q       quiet: no accepted/closed lines\n"
     "  -h       show this help\n";
 
+/* Is a Ctrl-C waiting, blocked, to be let in? ppoll() reports a ready
+ * descriptor before a pending signal: while the listening socket stays
+ * ready (accept() failing with EMFILE) or a client keeps data coming, a
+ * stop could stay pending for ever. So the loops also ask. */
+static bool stop_pending(void)
+{
+    sigset_t pending;
+
+    if (sigpending(&pending) == -1)
+        die_errno("sigpending");
+    return sigismember(&pending, SIGINT) == 1 ||
+           sigismember(&pending, SIGTERM) == 1;
+}
+
 /* Send back everything the client sends, until it half-closes (read()
  * returns 0) or something fails. A stream has no message boundaries: one
  * read() returns whatever has arrived, from 1 byte to the whole buffer. */
@@ -33,7 +47,7 @@ static void echo_client(int conn_fd, const char *peer)
 {
     char buf[BUF_SIZE];
 
-    for (;;) {
+    while (!stop_pending()) {
         ssize_t n = read_or_stop(conn_fd, buf, sizeof buf);
         if (n == 0)
             return; /* EOF: the client sent FIN and we owe it nothing */
@@ -56,7 +70,8 @@ static void back_off(void)
 {
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 
-    nanosleep(&pause, NULL); /* EINTR just ends the pause early */
+    /* Ctrl-C is blocked here: a stop waits for the end of this pause. */
+    nanosleep(&pause, NULL);
 }
 
 int main(int argc, char **argv)
@@ -72,13 +87,11 @@ int main(int argc, char **argv)
     if (optind < argc)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
 
-    /* Line-buffered stdout: each log line leaves at once, even into a pipe. */
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
     if (ignore_sigpipe() == -1 || catch_stop_signals() == -1)
         die_errno("sigaction");
-    /* Ctrl-C is let in only while we wait (wait_fd_or_stop), so one that
-     * lands just before a wait is never lost: see README. */
+    /* Ctrl-C only sets a flag. Keep it blocked (held back) everywhere but
+     * in wait_fd_or_stop(), our one place to sleep, so that one arriving
+     * just before a wait still ends that wait at once: see README. */
     if (block_stop_signals() == -1)
         die_errno("pthread_sigmask");
 
@@ -86,12 +99,14 @@ int main(int argc, char **argv)
     if (listen_fd == -1 || announce_listening(listen_fd) == -1)
         return 1;
 
-    while (!stop_requested) {
+    while (!stop_requested && !stop_pending()) {
         struct sockaddr_storage peer_addr;
         socklen_t peer_len = sizeof peer_addr; /* value-result: see README */
         char peer[ADDR_TEXT_MAX];
         int conn_fd;
 
+        /* Sleep until a client is queued or Ctrl-C; then accept() has one
+         * to take at once. */
         if (wait_fd_or_stop(listen_fd, POLLIN, -1) == -1) {
             if (errno == EINTR)
                 break; /* a stop */
@@ -101,7 +116,7 @@ int main(int argc, char **argv)
         if (conn_fd == -1) {
             switch (accept_error_action(errno)) {
             case ACCEPT_RETRY:
-                continue; /* EINTR lands here: the loop checks the flag */
+                continue; /* e.g. EPROTO: see accept_error_action() */
             case ACCEPT_BACKOFF:
                 warn_errno("accept");
                 back_off();

@@ -1,13 +1,17 @@
 #!/usr/bin/env bats
 # 03-accept/test.bats - what is particular to chapter 03: the client, the
-# iterative server's queue, and HTTP on TCP. The SPEC server lines (options,
-# echo, half-close, signals, bad clients, descriptors) are checked by
-# tests/server.bats, which tests/run also runs against 03-accept/server.
+# iterative server's queue, and HTTP on TCP. What every server must do
+# (options, echo, half-close, signals, bad clients, descriptors, standard
+# streams) is checked by tests/server.bats, which tests/run also runs
+# against 03-accept/server.
 
 load ../tests/lib
 
 SERVER="$LAB_ROOT/03-accept/server"
 HTTP_HELLO="$LAB_ROOT/03-accept/http_hello"
+# An LD_PRELOAD library that sends the program SIGTERM just before its
+# first wait for a client (tests/stop_shim.c; the Makefile builds it).
+STOP_SHIM="$LAB_ROOT/tests/stop_shim.so"
 
 # ss shows a connection's state; these match one end by its port.
 server_side_in_state() { # STATE: a connection to our server port, server end
@@ -28,12 +32,14 @@ listen_queue_is() { # N: connections queued on our server's listening socket
 spawn_with_input() {
     local name=$1 input=$2
     shift 2
+    # shellcheck disable=SC2016 # $0 and $@ are for sh, not for this shell
     lab_spawn "$name" sh -c 'exec "$@" <"$0"' "$input" "$@"
 }
 
 # occupy_server: connect a client that sends nothing and wait until the
 # iterative server has accepted it; the server is now busy with it. Sets
 # FIRST_PID and FIRST_PEER.
+# shellcheck disable=SC2153 # start_server (tests/lib.bash) sets SERVER_OUT
 occupy_server() {
     lab_spawn first "$LAB_PEER" -v -p "$SERVER_PORT" idle
     FIRST_PID=$LAB_PID
@@ -48,6 +54,7 @@ occupy_server() {
     head -c 8M /dev/urandom >"$in"
     # Through a pipe, as a student types it: the client must send and read
     # at the same time, or both sides block with full buffers (deadlock).
+    # shellcheck disable=SC2002 # the pipe is the point
     cat "$in" | timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT" >"$out"
     cmp "$in" "$out"
 }
@@ -96,6 +103,32 @@ occupy_server() {
     [[ $stderr == *"connect 127.0.0.1:$SERVER_PORT: Connection refused"* ]]
 }
 
+@test "client: started with stdin closed, it sends nothing, half-closes and exits 0" {
+    start_server "$SERVER" -p 0
+    # With descriptor 0 closed, the socket would become descriptor 0, and
+    # the client would take its own socket for its input and wait forever.
+    # (sh closes it: a "<&-" on run itself would let run's own pipe take 0.)
+    run --separate-stderr sh -c 'exec "$@" <&-' sh \
+        timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT"
+    [ "$status" -eq 0 ]
+    [ -z "$output" ]
+    [ -z "$stderr" ]
+    wait_for line_count_is "$SERVER_OUT" '^closed ' 1
+}
+
+@test "client: started with stdout closed, it says so and exits 1 without sending" {
+    start_server "$SERVER" -p 0
+    # With descriptor 1 closed, the socket would become descriptor 1, and
+    # the echo would be written back into the server.
+    run --separate-stderr sh -c 'printf "hello\n" | "$@" >&-' sh \
+        timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT"
+    [ "$status" -eq 1 ]
+    [ "$stderr" = "client: write stdout: Bad file descriptor (EBADF)" ]
+    # It never connected: the next client is the server's first.
+    [ "$(printf 'next\n' | timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT")" = next ]
+    line_count_is "$SERVER_OUT" '^accepted ' 1
+}
+
 @test "client: half-closes at end of input, then reads the whole reply and exits 0" {
     start_server "$SERVER" -p 0
     occupy_server # so that the server cannot answer before our FIN
@@ -131,6 +164,23 @@ occupy_server() {
     kill -0 "$SERVER_PID"
     file_has_line "$SERVER_ERR" '^server: write 127\.0\.0\.1:[0-9]+: .*(EPIPE|ECONNRESET)'
     [ "$(printf 'still here\n' | timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT")" = "still here" ]
+}
+
+# stop_while_out_of_fds PROGRAM: start PROGRAM with room for descriptors
+# 0-3 only, queue a client that accept() has no descriptor for, and check
+# that SIGTERM still stops it. The listening socket stays ready all along,
+# and ppoll() reports a ready descriptor before a pending signal.
+stop_while_out_of_fds() {
+    start_server_with_fd_limit 4 "$1" -p 0
+    lab_spawn idle "$LAB_PEER" -p "$SERVER_PORT" idle
+    wait_for file_has_line "$SERVER_ERR" 'accept: Too many open files \(EMFILE\)$'
+    kill -TERM "$SERVER_PID"
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "server: out of descriptors (EMFILE) with a client queued, SIGTERM still stops it" {
+    stop_while_out_of_fds "$SERVER"
 }
 
 # ---- http_hello ------------------------------------------------------------
@@ -178,7 +228,7 @@ occupy_server() {
 @test "http_hello: a client that never sends its request is dropped after the time limit" {
     start_server "$HTTP_HELLO" -p 0
     occupy_server
-    # The time limit (5 s) ends the silent client's turn; the next one is
+    # The deadline (5 s) ends the silent client's turn; the next one is
     # served although the silent one is still connected.
     printf 'GET /next HTTP/1.0\r\n\r\n' >"$BATS_TEST_TMPDIR/request"
     run timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT" \
@@ -187,4 +237,82 @@ occupy_server() {
     [[ $output == *"You sent: GET /next HTTP/1.0"* ]]
     kill -0 "$FIRST_PID"
     file_has_line "$SERVER_ERR" "^http_hello: $FIRST_PEER: no request head within 5 s\$"
+}
+
+@test "http_hello: a client sending one byte a second is cut off at the request's deadline" {
+    start_server "$HTTP_HELLO" -p 0
+    # A time limit per read() never fires for this client: each byte comes
+    # within it. One deadline for the whole request (5 s) does. The loop's
+    # sleep paces the client; the test itself waits for events.
+    # shellcheck disable=SC2016 # the script is for the spawned bash
+    lab_spawn trickle bash -c '
+        trap "" PIPE
+        exec 5<>"/dev/tcp/127.0.0.1/$0" || exit 3
+        for _ in $(seq 60); do
+            printf x >&5 2>/dev/null || exit 0 # cut off: what we expect
+            sleep 1
+        done
+        exit 1' "$SERVER_PORT"
+    local trickle_pid=$LAB_PID
+    wait_for file_has_line "$SERVER_ERR" '^http_hello: 127\.0\.0\.1:[0-9]+: no request head within 5 s$'
+    wait_exit_status "$trickle_pid"
+    [ "$EXIT_STATUS" -eq 0 ]
+    printf 'GET /after HTTP/1.0\r\n\r\n' >"$BATS_TEST_TMPDIR/request"
+    run timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT" <"$BATS_TEST_TMPDIR/request"
+    [ "$status" -eq 0 ]
+    [[ $output == *"You sent: GET /after HTTP/1.0"* ]]
+}
+
+@test "http_hello: a SIGTERM just before its wait for a client stops it (exit 0)" {
+    if [ ! -f "$STOP_SHIM" ]; then
+        skip "tests/stop_shim.so is not built (make builds it)"
+    fi
+    # A flag checked before a blocking accept() misses this signal, and the
+    # server then waits for a client that never comes.
+    start_server env LD_PRELOAD="$STOP_SHIM" LAB_STOP_BEFORE=wait \
+        "$HTTP_HELLO" -p 0
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "http_hello: started with stdin and stderr closed, no socket takes descriptor 0 or 2" {
+    start_server sh -c 'exec "$@" <&- 2>&-' sh "$HTTP_HELLO" -p 0
+    occupy_server
+    local fd
+    for fd in 0 1 2; do
+        [[ $(readlink "/proc/$SERVER_PID/fd/$fd") != socket:* ]]
+    done
+    [ "$(readlink "/proc/$SERVER_PID/fd/0")" = /dev/null ]
+    [ "$(readlink "/proc/$SERVER_PID/fd/2")" = /dev/null ]
+}
+
+@test "http_hello: with stdout a pipe nobody reads, it still serves and stops" {
+    # The log goes to a FIFO that this shell holds open and never reads
+    # after the first line: once its 64 KiB are full, a write() to it would
+    # block. Each request logs about 300 bytes; 400 requests fill it.
+    local fifo="$BATS_TEST_TMPDIR/log" line path
+    mkfifo "$fifo"
+    exec 7<>"$fifo"
+    # shellcheck disable=SC2016 # $0 and $@ are for sh
+    lab_spawn http sh -c 'exec "$@" >"$0"' "$fifo" "$HTTP_HELLO" -p 0
+    SERVER_PID=$LAB_PID
+    read -r -t "$LAB_WAIT" line <&7
+    [[ $line == "listening on 127.0.0.1:"* ]]
+    SERVER_PORT=${line##*:}
+    path=$(printf 'a%.0s' $(seq 300))
+    printf 'GET /%s HTTP/1.0\r\n\r\n' "$path" >"$BATS_TEST_TMPDIR/request"
+    for _ in $(seq 400); do
+        timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT" \
+            <"$BATS_TEST_TMPDIR/request" >/dev/null
+    done
+    [ "$(printf 'GET /last HTTP/1.0\r\n\r\n' |
+        timeout "$LAB_WAIT" "$LAB_CLIENT" -p "$SERVER_PORT" | tail -n 1)" = "You sent: GET /last HTTP/1.0" ]
+    kill -TERM "$SERVER_PID"
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+    exec 7<&-
+}
+
+@test "http_hello: out of descriptors (EMFILE) with a client queued, SIGTERM still stops it" {
+    stop_while_out_of_fds "$HTTP_HELLO"
 }

@@ -6,90 +6,69 @@
  * serves that one client with chapter 03's echo loop, then exits. Each
  * closes the descriptor it does not need: the child the listening socket,
  * the parent the connected one. A child that has exited stays a zombie
- * until its parent collects its exit status with waitpid(), so the parent
- * does that in its SIGCHLD handler, and prints the "closed" line then.
- * With -z it never does, and the zombies pile up for ps to show.
+ * until its parent collects its exit status with waitpid(): the SIGCHLD
+ * handler does that, and only that. With -z nobody does, and the zombies
+ * pile up for ps to show.
  */
+#define _GNU_SOURCE /* ppoll(): poll() with a signal mask, as in pselect() */
 #include "lab.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define BACKLOG SOMAXCONN /* a burst of clients arrives faster than we fork */
-#define BUF_SIZE 16384    /* one read's worth; any size works */
-#define MAX_CHILDREN 1024 /* clients served at once; the rest wait queued */
+#define BACKLOG SOMAXCONN  /* a burst of clients arrives faster than we fork */
+#define BUF_SIZE 16384     /* one read's worth; any size works */
+#define MAX_CHILDREN 1024  /* -m: clients served at once; the rest wait */
+#define STOP_GRACE_MS 500  /* how long a child may take to end on SIGTERM */
 
 static const char usage[] =
-    "usage: server [-b ADDR] [-p PORT] [-q] [-z] [-h]\n"
+    "usage: server [-b ADDR] [-p PORT] [-q] [-m N] [-z] [-h]\n"
     "A TCP echo server that forks a child process for each client.\n"
     "  -b ADDR  address to listen on (default 127.0.0.1; 0.0.0.0 or :: for "
     "all)\n"
     "  -p PORT  port to listen on (default 8080; 0 lets the kernel choose)\n"
     "  -q       quiet: no accepted/closed lines\n"
+    "  -m N     serve at most N clients at once, 1-1024 (default 1024); the\n"
+    "           next ones wait in the backlog\n"
     "  -z       zombies: never reap a child, so each one that exits stays\n"
     "           <defunct> in ps until the server stops\n"
     "  -h       show this help\n";
 
-/* Our children that have not been reaped yet, and the client each serves:
- * what the parent needs to print "closed" and to stop them all at the end.
- * A free slot has pid 0. The SIGCHLD handler frees slots, so the rest of
- * the program blocks SIGCHLD whenever it looks at the table. */
+/* What the SIGCHLD handler hands over: each child it reaped, with its exit
+ * status. Only the handler writes (an entry, then the count), only main()
+ * reads (the count, then the entries up to it). The count is a lock-free
+ * atomic, which a handler may write (C11 7.14.1.1). At most MAX_CHILDREN
+ * children are unreaped or unread at any time, so the ring never fills. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "atomic_uint must be lock-free");
+static struct ended {
+    pid_t pid;
+    int status;
+} ended[MAX_CHILDREN];
+static atomic_uint ended_count; /* how many the handler has written */
+static unsigned ended_read;     /* how many main() has read */
+
+/* Our children that main() has not yet seen end, and the client each
+ * serves: for the "closed" line, and to stop them all at the end. A free
+ * slot has pid 0. Only main() touches these. */
 static struct child {
     pid_t pid;
     char peer[ADDR_TEXT_MAX];
 } children[MAX_CHILDREN];
-static int child_count;
+static int live_children;
 static bool quiet;
 
-/* Out of descriptors, memory or processes: wait a little before trying
- * again rather than spin on the same error (as in chapter 03). */
-static void back_off(void)
-{
-    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
-
-    nanosleep(&pause, NULL); /* EINTR just ends the pause early */
-}
-
-/* Child PID is gone: print "closed PEER" and free its slot. This runs in
- * the SIGCHLD handler, which may have interrupted a printf() halfway
- * through stdio's buffer: so no printf() here. strlen(), memcpy() and
- * write() are async-signal-safe (man 7 signal-safety). */
-static void child_ended(pid_t pid)
-{
-    static const char prefix[] = "closed ";
-
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        if (children[i].pid != pid)
-            continue;
-        if (!quiet) {
-            char line[sizeof prefix + ADDR_TEXT_MAX];
-            size_t len = sizeof prefix - 1, peer_len = strlen(children[i].peer);
-            memcpy(line, prefix, len);
-            memcpy(line + len, children[i].peer, peer_len);
-            len += peer_len;
-            line[len++] = '\n';
-            if (write(STDOUT_FILENO, line, len) == -1) {
-                /* nowhere to report it: the log line is lost */
-            }
-        }
-        children[i].pid = 0;
-        child_count--;
-        return;
-    }
-}
-
-/* SIGCHLD: at least one child has exited. Signals are not queued, so ten
- * children that exit together may raise SIGCHLD only once: reap in a loop
- * until no zombie is left. WNOHANG makes waitpid() return 0 instead of
- * blocking for the children still running. The last call fails (ECHILD
- * when there are no children at all) and sets errno, which the code we
- * interrupted may be about to read: put it back. */
+/* SIGCHLD: at least one child has ended. Signals are not queued, so ten
+ * children that end together may raise SIGCHLD only once: reap in a loop
+ * until none is left. WNOHANG makes waitpid() return 0 instead of waiting
+ * for the children still running. The last call fails (ECHILD when there
+ * are no children at all) and sets errno, which the code we interrupted
+ * may be about to read: put it back. Nothing else happens here. */
 static void reap_children(int signo)
 {
     int saved_errno = errno;
@@ -97,8 +76,11 @@ static void reap_children(int signo)
     pid_t pid;
 
     (void)signo;
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-        child_ended(pid);
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        unsigned n = atomic_load(&ended_count);
+        ended[n % MAX_CHILDREN] = (struct ended){.pid = pid, .status = status};
+        atomic_store(&ended_count, n + 1); /* the entry is ready for main */
+    }
     errno = saved_errno;
 }
 
@@ -111,37 +93,42 @@ static int handle_sigchld(bool reap)
      * reap for us (man 2 waitpid) and hide the very zombies -z shows. */
     sa.sa_handler = reap ? reap_children : SIG_DFL;
     sigemptyset(&sa.sa_mask);
-    /* SA_RESTART: after the handler, the kernel restarts the accept() that
-     * SIGCHLD interrupted, instead of failing it with EINTR (our loop would
-     * retry it anyway; other calls, like printf()'s write(), would not).
-     * SIGINT/SIGTERM are set without it: they must end accept().
-     * SA_NOCLDSTOP: no SIGCHLD when a child is only stopped (^Z). */
-    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    /* No SA_RESTART: SIGCHLD only gets in during ppoll(), which is never
+     * restarted anyway. SA_NOCLDSTOP: no SIGCHLD for a child that is only
+     * stopped (kill -STOP, Ctrl-Z). */
+    sa.sa_flags = SA_NOCLDSTOP;
     return sigaction(SIGCHLD, &sa, NULL);
 }
 
-/* Block SIGCHLD, so that the handler cannot run (and change the table)
- * until unblock_sigchld(); return the mask as it was. */
-static sigset_t block_sigchld(void)
+/* Out of descriptors, memory or processes: wait a little before trying
+ * again rather than spin on the same error (as in chapter 03). */
+static void back_off(void)
 {
-    sigset_t chld, old;
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    if (sigprocmask(SIG_BLOCK, &chld, &old) == -1)
-        die_errno("sigprocmask");
-    return old;
+    nanosleep(&pause, NULL);
 }
 
-static void unblock_sigchld(const sigset_t *old)
+/* The parent's one place to sleep: until FD is readable, a signal comes,
+ * or TIMEOUT (NULL: no limit) passes. SIGCHLD, SIGINT and SIGTERM are
+ * blocked everywhere else; ppoll() lets them in only while it sleeps, so
+ * one that came earlier is pending and ends the sleep at once. poll()
+ * ignores a negative FD: then only a signal or the timeout wakes us.
+ * Returns true when FD is readable. */
+static bool sleep_until(int fd, const struct timespec *timeout)
 {
-    if (sigprocmask(SIG_SETMASK, old, NULL) == -1)
-        die_errno("sigprocmask");
+    struct pollfd pfd = {.fd = fd, .events = POLLIN, .revents = 0};
+    int n = ppoll(&pfd, 1, timeout, stop_wait_mask());
+
+    if (n == -1 && errno != EINTR)
+        die_errno("ppoll");
+    return n > 0;
 }
 
 /* Chapter 03's loop: send back everything the client sends, until it
- * half-closes (read() returns 0) or something fails. 0, or -1 on error. */
-static int echo_client(int conn_fd, const char *peer)
+ * half-closes (read() returns 0). 0, or the errno of the call that failed
+ * (ECONNRESET, EPIPE...). */
+static int echo_client(int conn_fd)
 {
     char buf[BUF_SIZE];
 
@@ -149,150 +136,191 @@ static int echo_client(int conn_fd, const char *peer)
         ssize_t n = read_retry(conn_fd, buf, sizeof buf);
         if (n == 0)
             return 0; /* EOF: the client sent FIN and we owe it nothing */
-        if (n == -1) {
-            warn_errno("read %s", peer); /* e.g. ECONNRESET */
-            return -1;
-        }
-        if (write_all(conn_fd, buf, (size_t)n) == -1) {
-            warn_errno("write %s", peer); /* e.g. EPIPE */
-            return -1;
-        }
+        if (n == -1 || write_all(conn_fd, buf, (size_t)n) == -1)
+            return errno;
     }
 }
 
-/* The child's whole life: serve one client, then exit. */
-static _Noreturn void run_child(int listen_fd, int conn_fd, const char *peer,
-                                const sigset_t *old_mask)
+/* The child's whole life: serve one client, then exit. It prints nothing:
+ * the parent alone writes the log, so that a log nobody reads can never
+ * block it (see README). Its exit status says how the client went: 0, or
+ * the errno of the call that failed (every Linux errno fits in 8 bits). */
+static _Noreturn void run_child(int listen_fd, int conn_fd)
 {
-    int rc;
+    int err;
 
     /* Accepting is the parent's job. A child that kept the listening
      * socket would keep the port open, and clients queuing on it, after
      * the parent has gone. */
     if (close(listen_fd) == -1)
-        warn_errno("close listening socket");
-    /* A stop signal ends the child at once; the kernel then closes the
-     * connection. (The parent's handler only sets a flag: a signal landing
-     * just before the child blocked in read() for an idle client would
-     * never be noticed, and the parent would wait for the child forever.) */
+        _exit(errno);
+    /* SIGINT and SIGTERM end a child at once, wherever it is blocked (their
+     * default action); the kernel then closes its connection. Set the
+     * defaults first, then unblock: a stop that came after fork() is
+     * pending, and ends the child here. */
     if (signal(SIGINT, SIG_DFL) == SIG_ERR ||
-        signal(SIGTERM, SIG_DFL) == SIG_ERR)
-        warn_errno("signal");
-    /* A stop signal that came after fork() but before the lines above still
-     * ran the parent's handler, which set this process's copy of the flag. */
-    if (stop_requested)
-        _exit(EXIT_FAILURE);
-    unblock_sigchld(old_mask);
+        signal(SIGTERM, SIG_DFL) == SIG_ERR ||
+        sigprocmask(SIG_SETMASK, stop_wait_mask(), NULL) == -1)
+        _exit(errno);
 
-    rc = echo_client(conn_fd, peer);
-    if (close(conn_fd) == -1)
-        warn_errno("close %s", peer);
+    err = echo_client(conn_fd);
+    if (close(conn_fd) == -1 && err == 0)
+        err = errno;
     /* _exit(), not exit() or return: those would run atexit() handlers
-     * and flush stdio buffers, both copied from the parent. */
-    _exit(rc == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+     * and flush stdio buffers, all copies of the parent's. */
+    _exit(err);
 }
 
 /* Fork a child to serve CONN_FD, and close the parent's copy of it. */
 static void start_child(int listen_fd, int conn_fd, const char *peer)
 {
-    sigset_t old_mask;
-    pid_t pid;
-    int slot;
+    pid_t pid = fork();
 
-    /* SIGCHLD waits until the child is in the table: one that finishes
-     * at once must not be reaped before we know its pid. */
-    old_mask = block_sigchld();
-    /* fork() copies stdio's buffer too: whatever is still in it would be
-     * printed twice. Line buffering keeps it empty; this makes sure. */
-    fflush(stdout);
-    pid = fork();
     if (pid == 0)
-        run_child(listen_fd, conn_fd, peer, &old_mask); /* never returns */
-    if (pid == -1) {
-        /* EAGAIN (too many processes) or ENOMEM: this client cannot be
-         * served, the ones being served go on. */
-        warn_errno("fork %s", peer);
-        if (!quiet)
-            printf("closed %s\n", peer);
-        back_off();
-    } else {
-        for (slot = 0; children[slot].pid != 0; slot++)
-            ; /* wait_for_free_slot() made sure there is one */
-        children[slot].pid = pid;
-        snprintf(children[slot].peer, sizeof children[slot].peer, "%s", peer);
-        child_count++;
-    }
-    unblock_sigchld(&old_mask);
+        run_child(listen_fd, conn_fd); /* never returns */
     /* The child has its own copy of the connected socket. Ours must go:
      * the connection ends only when every copy is closed, so otherwise the
      * client would never see EOF, and we would run out of descriptors. */
     if (close(conn_fd) == -1)
         warn_errno("close %s", peer);
+    if (pid == -1) {
+        /* EAGAIN (too many processes) or ENOMEM: this client cannot be
+         * served, the ones being served go on. */
+        warn_errno("fork %s", peer);
+        if (!quiet)
+            log_line("closed %s", peer);
+        back_off();
+        return;
+    }
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        if (children[i].pid == 0) { /* main() made sure there is one */
+            children[i].pid = pid;
+            strcpy(children[i].peer, peer); /* both ADDR_TEXT_MAX long */
+            live_children++;
+            return;
+        }
+    }
 }
 
-/* With MAX_CHILDREN clients being served, wait until one leaves; new
- * clients wait in the backlog meanwhile. sigsuspend() unblocks SIGCHLD and
- * sleeps in one step, so a child that exits just before we sleep still
- * wakes us. */
-static void wait_for_free_slot(bool reap)
+/* Child PID has been reaped with STATUS: say how it went, print "closed",
+ * and free its slot. */
+static void child_ended(pid_t pid, int status)
 {
-    sigset_t old_mask = block_sigchld();
-
-    if (child_count == MAX_CHILDREN && !reap)
-        warn_msg("%d children unreaped (-z): no new client until stopped",
-                 MAX_CHILDREN);
-    while (child_count == MAX_CHILDREN && !stop_requested)
-        sigsuspend(&old_mask); /* returns once a handler has run */
-    unblock_sigchld(&old_mask);
+    for (int i = 0; i < MAX_CHILDREN; i++) {
+        if (children[i].pid != pid)
+            continue;
+        if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+            errno = WEXITSTATUS(status); /* the child's error: run_child() */
+            warn_errno("%s", children[i].peer); /* e.g. ECONNRESET */
+        } else if (WIFSIGNALED(status) && !stop_requested) {
+            warn_msg("%s: child %ld killed by signal %d", children[i].peer,
+                     (long)pid, WTERMSIG(status));
+        }
+        if (!quiet)
+            log_line("closed %s", children[i].peer);
+        children[i].pid = 0;
+        live_children--;
+        return;
+    }
 }
 
-/* Stop every child and wait for each one, zombies included, so that none
- * is left behind. */
+/* Read what the handler wrote since last time. */
+static void collect_ended(void)
+{
+    while (ended_read != atomic_load(&ended_count)) {
+        struct ended e = ended[ended_read % MAX_CHILDREN];
+        ended_read++;
+        child_ended(e.pid, e.status);
+    }
+}
+
+static void signal_children(int signo)
+{
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (children[i].pid != 0 && kill(children[i].pid, signo) == -1)
+            warn_errno("kill %ld", (long)children[i].pid);
+}
+
+/* Milliseconds since START, on the clock that never jumps. */
+static long ms_since(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - start->tv_sec) * 1000 +
+           (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/* Stop every child and reap it, so that none is left behind, not even a
+ * zombie. The table holds exactly the children not yet reaped (SIGCHLD is
+ * blocked, so the handler cannot reap one behind our back), and a PID stays
+ * ours until it is reaped: kill() cannot hit a stranger. */
 static void stop_children(void)
 {
-    block_sigchld(); /* from now on we reap them here, not the handler */
-    for (int i = 0; i < MAX_CHILDREN; i++)
-        if (children[i].pid != 0 && kill(children[i].pid, SIGTERM) == -1)
-            warn_errno("kill %ld", (long)children[i].pid);
-    for (int i = 0; i < MAX_CHILDREN; i++) {
-        pid_t pid = children[i].pid;
-        if (pid == 0)
-            continue;
-        while (waitpid(pid, NULL, 0) == -1) {
-            if (errno != EINTR) { /* EINTR: a second ^C; keep waiting */
-                warn_errno("waitpid %ld", (long)pid);
-                break;
-            }
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
+    struct timespec start;
+    bool killed = false;
+
+    /* -z reaped nobody: reap now, the zombies first. */
+    if (handle_sigchld(true) == -1)
+        die_errno("sigaction");
+    reap_children(SIGCHLD); /* a plain call: the signal is blocked here */
+    collect_ended();
+
+    /* A stopped child (kill -STOP, Ctrl-Z) acts on no signal but SIGKILL
+     * until it is continued: SIGTERM waits, pending, for the SIGCONT. */
+    signal_children(SIGTERM);
+    signal_children(SIGCONT);
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (live_children > 0) {
+        if (!killed && ms_since(&start) >= STOP_GRACE_MS) {
+            /* SIGKILL cannot be caught, blocked or ignored. */
+            warn_msg("%d children still running: SIGKILL", live_children);
+            signal_children(SIGKILL);
+            killed = true;
         }
-        child_ended(pid);
+        sleep_until(-1, &tick); /* a child's end wakes us sooner */
+        collect_ended();
     }
 }
 
 int main(int argc, char **argv)
 {
     struct server_options opts;
+    sigset_t chld;
     bool reap = true;
+    long max_children = MAX_CHILDREN;
     int opt, listen_fd;
 
     set_program_name(argv[0]);
+    keep_std_fds_open(); /* before any socket can take descriptor 0, 1, 2 */
     server_options_init(&opts);
-    while ((opt = getopt(argc, argv, SERVER_OPTSTRING "z")) != -1) {
+    while ((opt = getopt(argc, argv, SERVER_OPTSTRING "m:z")) != -1) {
         if (opt == 'z')
             reap = false;
-        else
+        else if (opt == 'm') {
+            if (!parse_number(optarg, 1, MAX_CHILDREN, &max_children))
+                usage_error(usage, "bad -m '%s': a number 1-%d", optarg,
+                            MAX_CHILDREN);
+        } else
             server_option(&opts, opt, usage);
     }
     if (optind < argc)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
     quiet = opts.quiet;
 
-    /* Line-buffered stdout: each log line leaves at once, even into a pipe,
-     * and nothing is left in the buffer for fork() to copy. */
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
     if (ignore_sigpipe() == -1 || catch_stop_signals() == -1 ||
         handle_sigchld(reap) == -1)
         die_errno("sigaction");
+    /* Block SIGCHLD, SIGINT and SIGTERM: they get in only in sleep_until().
+     * SIGCHLD is unblocked first (a parent may have blocked it, and the
+     * mask is inherited), so that stop_wait_mask() lets it in. */
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    if (sigprocmask(SIG_UNBLOCK, &chld, NULL) == -1 ||
+        block_stop_signals() == -1 ||
+        sigprocmask(SIG_BLOCK, &chld, NULL) == -1)
+        die_errno("sigprocmask");
 
     listen_fd = open_listener(opts.addr, opts.port, BACKLOG);
     if (listen_fd == -1 || announce_listening(listen_fd) == -1)
@@ -302,16 +330,21 @@ int main(int argc, char **argv)
         struct sockaddr_storage peer_addr;
         socklen_t peer_len = sizeof peer_addr;
         char peer[ADDR_TEXT_MAX];
+        bool slot_free = live_children < max_children;
+        bool ready;
         int conn_fd;
 
-        wait_for_free_slot(reap);
-        if (stop_requested)
-            break;
+        /* With every slot taken, we wait for a child to end, not for a
+         * client: new clients wait in the backlog meanwhile. */
+        ready = sleep_until(slot_free ? listen_fd : -1, NULL);
+        collect_ended();
+        if (!ready)
+            continue; /* a signal: a child ended, or a stop */
         conn_fd = accept(listen_fd, (struct sockaddr *)&peer_addr, &peer_len);
         if (conn_fd == -1) {
             switch (accept_error_action(errno)) {
             case ACCEPT_RETRY:
-                continue; /* EINTR: SIGINT/SIGTERM; the loop checks */
+                continue;
             case ACCEPT_BACKOFF:
                 warn_errno("accept"); /* EMFILE: the client stays queued */
                 back_off();
@@ -323,8 +356,11 @@ int main(int argc, char **argv)
 
         format_addr((struct sockaddr *)&peer_addr, peer_len, peer, sizeof peer);
         if (!quiet)
-            printf("accepted %s\n", peer); /* before the child can end */
+            log_line("accepted %s", peer); /* before the child can end */
         start_child(listen_fd, conn_fd, peer);
+        if (!reap && live_children == max_children)
+            warn_msg("%ld children unreaped (-z): no new client until stopped",
+                     max_children);
     }
 
     /* Close the listening socket first: no new client can queue up while

@@ -8,6 +8,12 @@ load ../tests/lib
 
 SERVER="$BATS_TEST_DIRNAME/server"
 
+# lib.bash's teardown, and the copy of the server the EAGAIN test may make.
+teardown() {
+    lab_cleanup
+    if [ -n "${NOBODY_DIR:-}" ]; then rm -rf "$NOBODY_DIR"; fi
+}
+
 # socket_inodes PID: the inode numbers of the sockets PID holds, one a line,
 # read from its /proc/PID/fd links ("socket:[53866]").
 socket_inodes() {
@@ -38,7 +44,19 @@ zombie_count_is() {
     [ "$(zombie_children_of "$SERVER_PID")" -eq "$1" ]
 }
 closed_lines_are() {
+    # shellcheck disable=SC2153 # SERVER_OUT is set by start_server
     [ "$(count_lines "$SERVER_OUT" '^closed ')" -eq "$1" ]
+}
+connected_count_is() {
+    [ "$(connected_inodes "$1" | wc -l)" -eq "$2" ]
+}
+listen_queue_is() {
+    [ "$(listen_queue "$1")" -eq "$2" ]
+}
+# blocked_writing_pipe PID: PID sleeps in the kernel's pipe write, waiting
+# for room (/proc/PID/wchan names the kernel function it sleeps in).
+blocked_writing_pipe() {
+    [[ $(cat "/proc/$1/wchan" 2>/dev/null) == *pipe_write ]]
 }
 
 # connect_idle N: N clients that connect and send nothing, each with its
@@ -48,6 +66,57 @@ connect_idle() {
     for ((i = 0; i < $1; i++)); do
         lab_spawn "idle$i" "$LAB_PEER" -p "$SERVER_PORT" idle
     done
+}
+
+# build_slot_wait_shim: an LD_PRELOAD library (in $SHIM) that sends its
+# process SIGTERM once, just before the first wait for signals only: a
+# sigsuspend(), or a ppoll() that watches no descriptor. That is where the
+# server waits for a free slot, and a stop that lands just before the wait
+# must not be lost. (A signal sent from outside almost never hits that
+# moment; this hits it every time.)
+build_slot_wait_shim() {
+    SHIM="$BATS_TEST_TMPDIR/slot_wait_shim.so"
+    cc -shared -fPIC -o "$SHIM" -x c - -ldl <<'SHIM'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+static int sent;
+
+static void stop_once(void)
+{
+    if (!sent) {
+        sent = 1;
+        kill(getpid(), SIGTERM);
+    }
+}
+
+int sigsuspend(const sigset_t *mask)
+{
+    int (*real)(const sigset_t *) =
+        (int (*)(const sigset_t *))dlsym(RTLD_NEXT, "sigsuspend");
+    stop_once();
+    return real(mask);
+}
+
+int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *timeout,
+          const sigset_t *mask)
+{
+    int (*real)(struct pollfd *, nfds_t, const struct timespec *,
+                const sigset_t *) =
+        (int (*)(struct pollfd *, nfds_t, const struct timespec *,
+                 const sigset_t *))dlsym(RTLD_NEXT, "ppoll");
+    nfds_t watched = 0;
+    for (nfds_t i = 0; i < n; i++)
+        if (fds[i].fd >= 0)
+            watched++;
+    if (watched == 0)
+        stop_once();
+    return real(fds, n, timeout, mask);
+}
+SHIM
 }
 
 # no_process_left PID...: none of these processes exists any more, not even
@@ -72,7 +141,7 @@ no_process_left() {
 
     listen_ino=$(listening_inode "$SERVER_PORT")
     [ -n "$listen_ino" ]
-    wait_for eval '[ "$(connected_inodes "$SERVER_PORT" | wc -l)" -eq 3 ]'
+    wait_for connected_count_is "$SERVER_PORT" 3
 
     # The parent: the listening socket and nothing else.
     run socket_inodes "$SERVER_PID"
@@ -136,7 +205,7 @@ no_process_left() {
     start_server "$SERVER" -p 0
     connect_idle 3
     wait_for child_count_is 3
-    kids=($(children_of "$SERVER_PID"))
+    mapfile -t kids < <(children_of "$SERVER_PID")
 
     kill -TERM "$SERVER_PID"
     wait_exit_status "$SERVER_PID"
@@ -154,7 +223,7 @@ no_process_left() {
     connect_idle 2
     wait_for zombie_count_is 3
     wait_for child_count_is 5
-    kids=($(children_of "$SERVER_PID"))
+    mapfile -t kids < <(children_of "$SERVER_PID")
 
     kill -TERM "$SERVER_PID"
     wait_exit_status "$SERVER_PID"
@@ -188,14 +257,24 @@ no_process_left() {
 
 @test "fork fails (EAGAIN): that client is closed with a log line, and the server serves the next once it can" {
     # RLIMIT_NPROC caps the processes of a user, but not of root: so when
-    # we are root, the server runs as nobody. With a soft limit of 1 the
-    # server itself is that one process, and every fork() fails.
+    # we are root, the server runs as nobody. nobody may not be able to
+    # reach our server (a clone in /root, mode 700): then it runs a copy,
+    # in a directory of its own that everybody may enter.
+    server=$SERVER
     as_user=()
     if [ "$(id -u)" -eq 0 ]; then
         command -v setpriv >/dev/null || skip "needs setpriv (util-linux) to run as nobody"
         as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+        if ! "${as_user[@]}" prlimit "$server" -h >/dev/null 2>&1; then
+            NOBODY_DIR=$(mktemp -d /tmp/lab04.XXXXXX)
+            chmod 755 "$NOBODY_DIR"
+            cp "$SERVER" "$NOBODY_DIR/server"
+            server=$NOBODY_DIR/server
+            "${as_user[@]}" prlimit "$server" -h >/dev/null 2>&1 ||
+                skip "nobody cannot run a copy of the server in $NOBODY_DIR (noexec /tmp?)"
+        fi
     fi
-    LAB_WRAP="${as_user[*]} prlimit --nproc=1:" start_server "$SERVER" -p 0
+    LAB_WRAP="${as_user[*]} prlimit --nproc=1:" start_server "$server" -p 0
 
     run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 100
     [ "$status" -eq 1 ] # the connection closed without an echo
@@ -228,4 +307,101 @@ no_process_left() {
     [ "$EXIT_STATUS" -eq 0 ]
     file_has_line "$BATS_TEST_TMPDIR/loadgen.out" '^conns=100 requests=100 errors=0 '
     wait_for child_count_is 0
+}
+
+@test "-m 2: a third client waits in the backlog until one of the first two leaves" {
+    start_server "$SERVER" -p 0 -m 2
+    connect_idle 2
+    wait_for child_count_is 2
+    lab_spawn third "$LAB_PEER" -p "$SERVER_PORT" echo 100
+    third=$LAB_PID
+    # Connected (the kernel did the handshake) but not accepted.
+    wait_for listen_queue_is "$SERVER_PORT" 1
+    child_count_is 2
+    [ -e "/proc/$third" ]
+
+    kill -TERM "${LAB_PIDS[1]}" # the first idle client leaves
+    wait_exit_status "$third"
+    [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "SIGTERM while every slot is taken (-m 1, a client queued): exit 0, no child left" {
+    start_server "$SERVER" -p 0 -m 1
+    connect_idle 2
+    wait_for child_count_is 1
+    wait_for listen_queue_is "$SERVER_PORT" 1
+    mapfile -t kids < <(children_of "$SERVER_PID")
+
+    kill -TERM "$SERVER_PID"
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+    no_process_left "${kids[@]}"
+}
+
+@test "a stop that lands just before the wait for a free slot is not lost" {
+    build_slot_wait_shim
+    # (verify_asan_link_order=0: ASan wants to be the first library loaded)
+    LAB_WRAP="env LD_PRELOAD=$SHIM ASAN_OPTIONS=verify_asan_link_order=0" \
+        start_server "$SERVER" -p 0 -m 1
+    connect_idle 1 # takes the only slot: the server waits for a free one
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+    [ -z "$(pgrep -g "$SERVER_PID")" ]
+}
+
+@test "SIGTERM with a child stopped by kill -STOP: the server still ends it and exits 0" {
+    start_server "$SERVER" -p 0
+    connect_idle 2
+    wait_for child_count_is 2
+    mapfile -t kids < <(children_of "$SERVER_PID")
+    kill -STOP "${kids[0]}"
+    wait_for process_state_is "${kids[0]}" T
+
+    kill -TERM "$SERVER_PID"
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+    no_process_left "${kids[@]}"
+    closed_lines_are 2
+}
+
+@test "a client that resets: the parent logs its child's error, and 'closed'" {
+    start_server "$SERVER" -p 0
+    lab_spawn resetter "$LAB_PEER" -v -p "$SERVER_PORT" reset 100000
+    wait_for file_has_line "$BATS_TEST_TMPDIR/resetter.out" '^connected '
+    addr=$(sed -n 's/^connected //p' "$BATS_TEST_TMPDIR/resetter.out")
+    wait_for file_has_line "$SERVER_OUT" "^closed $addr\$"
+    cat "$SERVER_ERR"
+    file_has_line "$SERVER_ERR" "^server: $addr: .*\((ECONNRESET|EPIPE)\)\$"
+    child_count_is 0
+}
+
+@test "stdout a pipe nobody reads: clients still come and go, are reaped, and SIGTERM still stops the server" {
+    fifo="$BATS_TEST_TMPDIR/log"
+    mkfifo "$fifo"
+    # A reader that takes the first line ("listening on") and then reads
+    # nothing more, like a pager nobody scrolls.
+    # shellcheck disable=SC2016 # sh -c expands $0 and $1, not us
+    lab_spawn reader sh -c 'exec <"$0" && head -n 1 && exec sleep 600' "$fifo"
+    # shellcheck disable=SC2016
+    lab_spawn server sh -c 'exec "$1" -p 0 >"$0"' "$fifo" "$SERVER"
+    SERVER_PID=$LAB_PID
+    wait_for file_has_line "$BATS_TEST_TMPDIR/reader.out" '^listening on '
+    line=$(cat "$BATS_TEST_TMPDIR/reader.out")
+    SERVER_PORT=${line##*:}
+    # Fill the pipe: this writer blocks once the pipe is full.
+    # shellcheck disable=SC2016
+    lab_spawn filler sh -c 'exec head -c 1048576 /dev/zero >"$0"' "$fifo"
+    wait_for blocked_writing_pipe "$LAB_PID"
+
+    # Every 'accepted' and 'closed' line now finds the pipe full.
+    run timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" cycle 20
+    [ "$status" -eq 0 ]
+    wait_for child_count_is 0
+    connect_idle 1
+    wait_for child_count_is 1
+
+    kill -TERM "$SERVER_PID"
+    wait_exit_status "$SERVER_PID"
+    [ "$EXIT_STATUS" -eq 0 ]
+    [ -z "$(pgrep -g "$SERVER_PID")" ]
 }

@@ -11,8 +11,6 @@
 #include "lab.h"
 
 #include <errno.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
@@ -22,6 +20,7 @@
 #define BACKLOG 1024  /* finished connections the kernel may queue for us */
 #define OUT_CAP 65536 /* echo owed to one client, at most (bytes) */
 #define ACCEPT_PAUSE_MS 100 /* after EMFILE, stop accepting this long */
+#define REFUSED_LOG_MS 1000 /* at most one "refused" line this often */
 
 static const char usage[] =
     "usage: server [-b ADDR] [-p PORT] [-q] [-h]\n"
@@ -46,6 +45,8 @@ struct client {
 static struct client *clients[FD_SETSIZE];
 static bool quiet;
 static long long accept_resume_ms; /* 0, or when to accept again (EMFILE) */
+static long long refused_logged_ms = -REFUSED_LOG_MS; /* last "refused" line */
+static unsigned long refused_unlogged; /* refused since then, not logged */
 
 /* Milliseconds on a clock that never jumps (unlike the time of day). */
 static long long now_ms(void)
@@ -75,6 +76,31 @@ static bool accepting_now(struct timespec *pause_left)
     return false;
 }
 
+/* Say how many clients were refused without a line of their own. */
+static void log_unlogged_refusals(void)
+{
+    if (refused_unlogged > 0)
+        warn_msg("refused %lu more clients past FD_SETSIZE", refused_unlogged);
+    refused_unlogged = 0;
+}
+
+/* A client past FD_SETSIZE gets a line, but at most one a second: a burst
+ * of a thousand would otherwise write a thousand lines. The others are
+ * counted, and the count is said with the next line (or at exit). */
+static void log_refusal(const char *peer, int conn_fd)
+{
+    long long now = now_ms();
+
+    if (now - refused_logged_ms < REFUSED_LOG_MS) {
+        refused_unlogged++;
+        return;
+    }
+    log_unlogged_refusals();
+    warn_msg("refused %s: descriptor %d >= FD_SETSIZE (%d)", peer, conn_fd,
+             FD_SETSIZE);
+    refused_logged_ms = now;
+}
+
 static void add_client(int conn_fd, const struct sockaddr *addr,
                        socklen_t addr_len)
 {
@@ -84,8 +110,7 @@ static void add_client(int conn_fd, const struct sockaddr *addr,
     format_addr(addr, addr_len, peer, sizeof peer);
     if (conn_fd >= FD_SETSIZE) {
         /* FD_SET(conn_fd) would write past the end of the fd_set. */
-        warn_msg("refused %s: descriptor %d >= FD_SETSIZE (%d)", peer, conn_fd,
-                 FD_SETSIZE);
+        log_refusal(peer, conn_fd);
         if (close(conn_fd) == -1)
             warn_errno("close %s", peer);
         return;
@@ -103,7 +128,7 @@ static void add_client(int conn_fd, const struct sockaddr *addr,
     c->out_len = 0;
     clients[conn_fd] = c;
     if (!quiet)
-        printf("accepted %s\n", peer);
+        log_line("accepted %s", peer); /* never blocks: see the README */
 }
 
 static void drop_client(struct client *c)
@@ -112,7 +137,7 @@ static void drop_client(struct client *c)
     if (close(c->fd) == -1)
         warn_errno("close %s", c->peer);
     if (!quiet)
-        printf("closed %s\n", c->peer);
+        log_line("closed %s", c->peer);
     free(c);
 }
 
@@ -234,10 +259,10 @@ static void serve_clients(int max_fd, fd_set *readable, fd_set *writable)
 int main(int argc, char **argv)
 {
     struct server_options opts;
-    sigset_t stop_signals, wait_mask;
     int opt, listen_fd;
 
     set_program_name(argv[0]);
+    keep_std_fds_open(); /* before any socket can take descriptor 0, 1, 2 */
     server_options_init(&opts);
     while ((opt = getopt(argc, argv, SERVER_OPTSTRING)) != -1)
         server_option(&opts, opt, usage);
@@ -245,21 +270,14 @@ int main(int argc, char **argv)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
     quiet = opts.quiet;
 
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
     if (ignore_sigpipe() == -1 || catch_stop_signals() == -1)
         die_errno("sigaction");
-    /* Keep SIGINT and SIGTERM blocked except inside pselect(), which
-     * unblocks them only while it waits: a signal that arrives while we
-     * serve clients stays pending until then, and is never lost between
-     * the check of stop_requested and the wait (see the README). */
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &stop_signals, &wait_mask) == -1)
-        die_errno("sigprocmask");
-    sigdelset(&wait_mask, SIGINT); /* even if our parent had them blocked */
-    sigdelset(&wait_mask, SIGTERM);
+    /* Keep SIGINT and SIGTERM blocked except inside pselect(), which lets
+     * them in (stop_wait_mask()) only while it waits: a signal that arrives
+     * while we serve clients stays pending until then, and is never lost
+     * between the check of stop_requested and the wait (see the README). */
+    if (block_stop_signals() == -1)
+        die_errno("pthread_sigmask");
 
     listen_fd = open_listener(opts.addr, opts.port, BACKLOG);
     if (listen_fd == -1)
@@ -283,7 +301,7 @@ int main(int argc, char **argv)
         /* No time limit (NULL) unless the listener is paused after EMFILE:
          * then wake up when the pause ends, even if nothing else happens. */
         if (pselect(max_fd + 1, &readable, &writable, NULL,
-                    accepting ? NULL : &pause_left, &wait_mask) == -1) {
+                    accepting ? NULL : &pause_left, stop_wait_mask()) == -1) {
             if (errno == EINTR)
                 continue; /* a signal: the loop checks stop_requested */
             die_errno("pselect");
@@ -296,6 +314,7 @@ int main(int argc, char **argv)
     for (int fd = 0; fd < FD_SETSIZE; fd++)
         if (clients[fd] != NULL)
             drop_client(clients[fd]);
+    log_unlogged_refusals();
     if (close(listen_fd) == -1)
         die_errno("close listening socket");
     return 0;

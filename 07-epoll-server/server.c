@@ -15,9 +15,7 @@
 #include "lab.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -107,7 +105,7 @@ static void add_client(int fd, const struct sockaddr_storage *addr,
         clients->prev = c;
     clients = c;
     if (!quiet)
-        printf("accepted %s\n", peer);
+        log_line("accepted %s", peer); /* never blocks: see the README */
     return;
 
 refuse: /* this client only: log, close, and the server goes on */
@@ -128,7 +126,7 @@ static void close_client(struct conn *c)
     if (close(c->fd) == -1)
         warn_errno("close %s", c->peer);
     if (!quiet)
-        printf("closed %s\n", c->peer);
+        log_line("closed %s", c->peer);
     free(c->out);
     free(c);
 }
@@ -164,6 +162,9 @@ static int ms_until_resume(void)
     return ms > 0 ? (int)ms : 0;
 }
 
+/* Watch the listener again (at start, and when a pause ends). If this
+ * epoll_ctl() fails (ENOMEM, ENOSPC), the server could never accept again,
+ * so it stops: the one error after start-up that ends it. */
 static void watch_listener(void)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
@@ -322,11 +323,11 @@ int main(int argc, char **argv)
 {
     struct server_options opts;
     struct epoll_event ready[MAX_EVENTS];
-    sigset_t stop_signals, waiting_mask;
     long bytes;
     int opt;
 
     set_program_name(argv[0]);
+    keep_std_fds_open(); /* before any socket can take descriptor 0, 1, 2 */
     server_options_init(&opts);
     while ((opt = getopt(argc, argv, SERVER_OPTSTRING "eB:")) != -1) {
         if (opt == 'e') {
@@ -344,20 +345,14 @@ int main(int argc, char **argv)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
     quiet = opts.quiet;
 
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
     if (ignore_sigpipe() == -1 || catch_stop_signals() == -1)
         die_errno("sigaction");
     /* SIGINT and SIGTERM stay blocked except inside epoll_pwait(), which
-     * unblocks them atomically: a stop can't slip in between the check of
-     * stop_requested and the wait, and no other call sees EINTR. */
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    if (sigprocmask(SIG_BLOCK, &stop_signals, &waiting_mask) == -1)
-        die_errno("sigprocmask");
-    sigdelset(&waiting_mask, SIGINT); /* the mask to wait with */
-    sigdelset(&waiting_mask, SIGTERM);
+     * lets them in (stop_wait_mask()) atomically: a stop can't slip in
+     * between the check of stop_requested and the wait, and no other call
+     * sees EINTR. */
+    if (block_stop_signals() == -1)
+        die_errno("pthread_sigmask");
 
     listen_fd = open_listener(opts.addr, opts.port, SOMAXCONN);
     if (listen_fd == -1 || announce_listening(listen_fd) == -1)
@@ -372,7 +367,7 @@ int main(int argc, char **argv)
 
     while (!stop_requested) {
         int n = epoll_pwait(epoll_fd, ready, MAX_EVENTS, ms_until_resume(),
-                            &waiting_mask);
+                            stop_wait_mask());
         if (n == -1) {
             if (errno == EINTR)
                 continue; /* a signal: the loop checks stop_requested */

@@ -186,6 +186,7 @@ flood_memory_bounded() {
     timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 100000
 }
 
+# shellcheck disable=SC2154 # run --separate-stderr sets stderr_lines
 @test "-B 0 and -B 20000 are refused with the value named" {
     run --separate-stderr "$SERVER" -B 0
     [ "$status" -eq 2 ]
@@ -301,4 +302,95 @@ emfile_no_spin() {
 
 @test "ET: out of descriptors, it does not spin and serves the waiting client after" {
     emfile_no_spin ET
+}
+
+# ---- idle clients, and a log nobody reads ----------------------------------------
+
+# server_queues_stalled: the server's one client connection has bytes in
+# both its Recv-Q (the server stopped reading) and its Send-Q (the client
+# is not reading), and they stayed the same for five looks in a row.
+server_queues_stalled() {
+    local now
+    now=$(ss -Htn "sport = :$SERVER_PORT" | awk '{ print $2, $3; exit }')
+    if [ "$now" != "${STALL_LAST:-}" ] || [ "${now%% *}" = 0 ] ||
+        [ "${now##* }" = 0 ]; then
+        STALL_LAST=$now
+        STALL_SAME=0
+        return 1
+    fi
+    STALL_SAME=$((STALL_SAME + 1))
+    [ "$STALL_SAME" -ge 5 ]
+}
+
+# A backlog of echo makes the server ask for EPOLLOUT. Once it has drained,
+# the server must stop asking: level-triggered, a writable socket is
+# reported by every epoll_wait(), so a server that kept EPOLLOUT would
+# never sleep again while the client sits idle.
+idle_after_backlog() {
+    serve_mode "$1" -q
+    # One client sends 8 MiB without reading, until the server holds a
+    # full buffer of echo for it and stops reading; on a line from the
+    # test it reads all 8 MiB back, then sits idle, connected.
+    local go=$BATS_TEST_TMPDIR/go
+    mkfifo "$go"
+    # shellcheck disable=SC2016 # $0, $1 and $2 are the inner bash's
+    lab_spawn backlog bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
+        head -c "$1" /dev/zero >&3 &
+        read -r _ <"$2"
+        [ "$(head -c "$1" <&3 | wc -c)" -eq "$1" ] || exit 1
+        wait $! || exit 1
+        echo drained
+        exec sleep 1000' "$SERVER_PORT" 8388608 "$go"
+    wait_for server_queues_stalled
+    echo go >"$go"
+    wait_for file_has_line "$BATS_TEST_TMPDIR/backlog.out" '^drained$'
+    # One second of the server's life with that client idle.
+    local cpu0 cpu1 t0 t1 ms tick_ms
+    cpu0=$(cpu_ticks "$SERVER_PID")
+    t0=${EPOCHREALTIME/./}
+    sleep 1 # the measuring window; nothing is waited for here
+    cpu1=$(cpu_ticks "$SERVER_PID")
+    t1=${EPOCHREALTIME/./}
+    ms=$(((t1 - t0) / 1000)) tick_ms=$((1000 / $(getconf CLK_TCK)))
+    echo "# in $ms ms idle: $(((cpu1 - cpu0) * tick_ms)) ms of CPU" >&3
+    [ $(((cpu1 - cpu0) * tick_ms)) -lt $((ms / 10)) ]
+}
+
+@test "LT: an idle client costs no CPU after its backlog of echo has drained" {
+    idle_after_backlog LT
+}
+
+@test "ET: an idle client costs no CPU after its backlog of echo has drained" {
+    idle_after_backlog ET
+}
+
+# Its stdout is a pipe whose reader takes the "listening on" line and then
+# never reads again, so the pipe (64 KiB) fills with log lines. The server
+# must neither block on them (it would stop serving) nor, blocked with its
+# stop signals held back outside epoll_pwait(), ignore SIGTERM.
+stalled_log() {
+    local fifo=$BATS_TEST_TMPDIR/log
+    mkfifo "$fifo"
+    # shellcheck disable=SC2016 # $0 and $@ are the inner bash's
+    lab_spawn reader bash -c 'exec <"$0" && IFS= read -r line &&
+        printf "%s\n" "$line" && exec sleep 1000' "$fifo"
+    # shellcheck disable=SC2016,SC2046
+    lab_spawn server bash -c 'exec "$@" >"$0"' "$fifo" "$SERVER" \
+        $(mode_args "$1") -p 0
+    local pid=$LAB_PID port
+    wait_for file_has_line "$BATS_TEST_TMPDIR/reader.out" '^listening on '
+    port=$(sed -n 's/^listening on .*://p' "$BATS_TEST_TMPDIR/reader.out")
+    # 3,000 clients one after another: 6,000 lines, about 140 KiB.
+    timeout 60 "$LAB_PEER" -p "$port" cycle 3000
+    timeout "$LAB_WAIT" "$LAB_PEER" -p "$port" echo 100000
+    kill -TERM "$pid"
+    lab_wait_gone "$pid" 3
+}
+
+@test "LT: a log reader that stalls: the server still serves, and SIGTERM still stops it" {
+    stalled_log LT
+}
+
+@test "ET: a log reader that stalls: the server still serves, and SIGTERM still stops it" {
+    stalled_log ET
 }
