@@ -4,6 +4,7 @@
 #   make chapter N         build chapter N (1-7 or 01-07) and say how to run it
 #   make                   build every chapter
 #   make test [N=3]        run the tests (all, or chapter 3's)
+#   make check N=3         grade chapter 3's exercises against this tree
 #   make clean             remove what the build made
 #   make CC=clang ...      use clang instead of cc
 #   make SAN=address,undefined test    build with sanitizers and run the tests
@@ -33,7 +34,7 @@ PROGRAMS := $(patsubst %.c,%,$(filter-out $(SHIM:.so=.c),\
 LIB      := common/liblab.a
 LIB_OBJS := $(patsubst %.c,%.o,$(wildcard common/*.c))
 
-.PHONY: all chapter test bench clean FORCE
+.PHONY: all chapter test check bench clean FORCE
 all: $(PROGRAMS) $(SHIM)
 
 # Rebuild everything when the compiler or flags change (CC=clang, SAN=...),
@@ -62,7 +63,7 @@ $(SHIM): %.so: %.c .build-flags
 # checked while the Makefile is read, so a bad one gives one line of
 # explanation.
 ifneq ($(filter chapter,$(MAKECMDGOALS)),)
-CHAPTER_ARG := $(firstword $(filter-out all chapter test bench clean,\
+CHAPTER_ARG := $(firstword $(filter-out all chapter test check bench clean,\
                  $(MAKECMDGOALS)))
 ifeq ($(CHAPTER_ARG),)
 $(error usage: make chapter N, where N is 1-7)
@@ -104,6 +105,11 @@ chapter: $(CHAPTER_PROGS) \
 N ?=
 test: all
 	@tests/run $(N)
+
+# The graded exercises (each chapter's check/ folder), not part of make
+# test: one line per exercise, "passed" or "not yet" and why.
+check: all
+	@tests/check $(N)
 
 bench: all
 	@bench/run $(BENCH_ARGS)

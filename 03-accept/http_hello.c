@@ -32,19 +32,6 @@ static const char usage[] =
     "  -q       quiet: no accepted/closed lines\n"
     "  -h       show this help\n";
 
-/* Is a Ctrl-C waiting, blocked, to be let in? ppoll() reports a ready
- * descriptor before a pending signal: while the listening socket stays
- * ready (accept() failing with EMFILE), a stop could wait for ever. */
-static bool stop_pending(void)
-{
-    sigset_t pending;
-
-    if (sigpending(&pending) == -1)
-        die_errno("sigpending");
-    return sigismember(&pending, SIGINT) == 1 ||
-           sigismember(&pending, SIGTERM) == 1;
-}
-
 /* Milliseconds from now until DEADLINE (on the monotonic clock, which no
  * one can set back), rounded up; 0 once it has passed. */
 static int ms_left(const struct timespec *deadline)
@@ -216,7 +203,7 @@ int main(int argc, char **argv)
     if (listen_fd == -1 || announce_listening(listen_fd) == -1)
         return 1;
 
-    while (!stop_requested && !stop_pending()) {
+    while (!stop_requested) {
         struct sockaddr_storage peer_addr;
         socklen_t peer_len = sizeof peer_addr;
         struct timespec deadline;

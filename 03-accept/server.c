@@ -26,20 +26,6 @@ static const char usage[] =
     "  -q       quiet: no accepted/closed lines\n"
     "  -h       show this help\n";
 
-/* Is a Ctrl-C waiting, blocked, to be let in? ppoll() reports a ready
- * descriptor before a pending signal: while the listening socket stays
- * ready (accept() failing with EMFILE) or a client keeps data coming, a
- * stop could stay pending for ever. So the loops also ask. */
-static bool stop_pending(void)
-{
-    sigset_t pending;
-
-    if (sigpending(&pending) == -1)
-        die_errno("sigpending");
-    return sigismember(&pending, SIGINT) == 1 ||
-           sigismember(&pending, SIGTERM) == 1;
-}
-
 /* Send back everything the client sends, until it half-closes (read()
  * returns 0) or something fails. A stream has no message boundaries: one
  * read() returns whatever has arrived, from 1 byte to the whole buffer. */
@@ -47,7 +33,7 @@ static void echo_client(int conn_fd, const char *peer)
 {
     char buf[BUF_SIZE];
 
-    while (!stop_pending()) {
+    for (;;) {
         ssize_t n = read_or_stop(conn_fd, buf, sizeof buf);
         if (n == 0)
             return; /* EOF: the client sent FIN and we owe it nothing */
@@ -99,7 +85,7 @@ int main(int argc, char **argv)
     if (listen_fd == -1 || announce_listening(listen_fd) == -1)
         return 1;
 
-    while (!stop_requested && !stop_pending()) {
+    while (!stop_requested) {
         struct sockaddr_storage peer_addr;
         socklen_t peer_len = sizeof peer_addr; /* value-result: see README */
         char peer[ADDR_TEXT_MAX];

@@ -122,6 +122,10 @@ static bool sleep_until(int fd, const struct timespec *timeout)
 
     if (n == -1 && errno != EINTR)
         die_errno("ppoll");
+    /* A ready FD wins over a pending signal, which then stays pending:
+     * look for a stop ourselves (it sets stop_requested). */
+    if (n > 0 && take_pending_stop())
+        return false;
     return n > 0;
 }
 

@@ -306,6 +306,10 @@ int main(int argc, char **argv)
                 continue; /* a signal: the loop checks stop_requested */
             die_errno("pselect");
         }
+        /* Ready descriptors win over a pending stop, which pselect() then
+         * leaves pending: under steady traffic it would never get in. */
+        if (take_pending_stop())
+            break;
         if (accepting && FD_ISSET(listen_fd, &readable))
             accept_clients(listen_fd);
         serve_clients(max_fd, &readable, &writable);

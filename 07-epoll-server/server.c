@@ -373,6 +373,10 @@ int main(int argc, char **argv)
                 continue; /* a signal: the loop checks stop_requested */
             die_errno("epoll_pwait");
         }
+        /* Ready events win over a pending stop, which epoll_pwait() then
+         * leaves pending: under steady traffic it would never get in. */
+        if (take_pending_stop())
+            break;
         for (int i = 0; i < n; i++) {
             if (ready[i].data.ptr == NULL) /* the listening socket */
                 accept_clients();

@@ -95,6 +95,12 @@ int wait_fd_or_stop(int fd, short events, int timeout_ms)
             continue; /* the loop checks the flag; another signal: again */
         if (n == -1)
             return -1;
+        /* A ready descriptor wins over a pending signal: ppoll() returns it
+         * and puts the mask back with the stop still pending. */
+        if (take_pending_stop()) {
+            errno = EINTR;
+            return -1;
+        }
         return n > 0 ? 1 : 0;
     }
 }

@@ -199,6 +199,14 @@ int block_stop_signals(void);
  * SIGINT and SIGTERM: the mask for pselect(), ppoll(), epoll_pwait(). */
 const sigset_t *stop_wait_mask(void);
 
+/* True if SIGINT or SIGTERM is pending (arrived while blocked); then it also
+ * sets stop_requested. Call it after ppoll(), pselect() or epoll_pwait()
+ * returned READY descriptors: Linux runs a handler only when such a wait
+ * fails with EINTR, so a server whose descriptors are always ready (a
+ * client that keeps sending, a full descriptor table) would keep the stop
+ * pending for ever. */
+bool take_pending_stop(void);
+
 /* Sleep until SIGINT or SIGTERM (after catch_stop_signals()). The signals
  * are blocked while the flag is tested, and sigsuspend() unblocks them and
  * sleeps in one step, so a signal arriving just before the sleep cannot be

@@ -68,6 +68,19 @@ int block_stop_signals(void)
     return 0;
 }
 
+bool take_pending_stop(void)
+{
+    sigset_t pending;
+
+    if (sigpending(&pending) == -1)
+        return false; /* cannot fail with a valid pointer (man 2 sigpending) */
+    if (sigismember(&pending, SIGINT) != 1 &&
+        sigismember(&pending, SIGTERM) != 1)
+        return false;
+    stop_requested = 1; /* what the handler would have done */
+    return true;
+}
+
 const sigset_t *stop_wait_mask(void)
 {
     return &wait_mask;

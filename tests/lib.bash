@@ -14,7 +14,9 @@
 # sets it); 1.8.0 is the oldest release these files were run with.
 bats_require_minimum_version 1.8.0
 
-LAB_ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+# The lab's top folder: the one above this file's, wherever the .bats file
+# that loads it lives (a chapter folder, or a chapter's check/ folder).
+LAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LAB_CLIENT="$LAB_ROOT/03-accept/client"
 # (The .bats files that load this file use these; shellcheck, reading this
 # file alone, cannot see that.)
