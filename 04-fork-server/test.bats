@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# Chapter 04: a child process per client. The SPEC's server lines (echo,
+# Chapter 04: a child process per client. The server contract's lines (echo,
 # bad options, SIGTERM, misbehaving peers...) are checked for every server
 # by tests/server.bats; this file checks what forking adds: one child per
 # client, the right descriptors closed on each side, every child reaped

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# 06-select-server/test.bats - what the select() server adds to SPEC's
+# 06-select-server/test.bats - what the select() server adds to the contract's
 # server lines (those are checked by tests/server.bats, which tests/run runs
 # against this server too): one thread serves every client at once, however
 # badly some of them behave; a client that never reads costs a bounded

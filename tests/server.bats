@@ -1,5 +1,6 @@
 #!/usr/bin/env bats
-# tests/server.bats - SPEC's server lines, checked against every server.
+# tests/server.bats - the server contract (README.md, "How to read a
+# chapter"), checked against every server.
 #
 # tests/run runs this file once per server chapter (03 to 07), with
 #     LAB_SERVER=NN-chapter/server   the program under test
@@ -195,10 +196,10 @@ stop_with() {
     stop_with INT
 }
 
-# ---- stopping at any moment (SPEC: "within 1 second, whatever the server is
+# ---- stopping at any moment (README: "within a second, whatever the server is
 # doing at that moment") -------------------------------------------------------------
 
-# How long these tests let a server take to exit after SIGTERM. SPEC says
+# How long these tests let a server take to exit after SIGTERM. The contract says
 # 1 s; 10 s keeps the tests steady under sanitizers on a busy machine. What
 # they check is that the server stops by itself, with no client's help.
 STOP_WAIT=10
@@ -209,7 +210,7 @@ STOP_WAIT=10
 exits_0_by_itself() {
     if ! LAB_WAIT=$STOP_WAIT wait_exit_status "$SERVER_PID" 2>/dev/null; then
         echo "$1: the server was still running ${STOP_WAIT}s later" >&2
-        echo "(SPEC: it stops within 1 s whatever it is doing, no client needed)" >&2
+        echo "(the contract: it stops within a second whatever it is doing, no client needed)" >&2
         return 1
     fi
     if [ "$EXIT_STATUS" -ne 0 ]; then
@@ -313,7 +314,7 @@ blocked_writing_a_pipe() {
 }
 
 @test "with a log nobody reads, a new client still gets its echo" {
-    # SPEC: a log line must never be able to stop serving. (The simplest
+    # The contract: a log line must never be able to stop serving. (The simplest
     # server blocks in printf() once the pipe is full.)
     serve_into_stalled_log
     if ! echo_line_works; then
@@ -414,7 +415,7 @@ not_a_socket() {
     target=$(readlink "/proc/$1/fd/$2") || return 0 # closed: not a socket
     if [[ $target == socket:* ]]; then
         echo "fd $2 of the server is a socket ($target): a socket took the place of a standard stream" >&2
-        echo "(SPEC: open 0, 1 and 2 on /dev/null if they are closed, before opening anything)" >&2
+        echo "(the contract: open 0, 1 and 2 on /dev/null if they are closed, before opening anything)" >&2
         return 1
     fi
 }

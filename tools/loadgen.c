@@ -18,6 +18,11 @@
  *                             for the
  *                             others)
  *
+ * With -W, every connection first makes one request that is not counted (a
+ * warm-up: the server has accepted it, forked or started a thread for it),
+ * then loadgen prints "warmed up N connections" and waits for SIGUSR1
+ * before the timed part: a script reads the server's CPU time in between.
+ *
  * With -r, a connection goes back to WAITING after each request. Any error
  * (refused, reset, a wrong reply byte, the server closing early) is counted,
  * described on stderr for the first few, and ends that connection only.
@@ -71,7 +76,7 @@
 
 static const char usage[] =
     "usage: loadgen [-b ADDR] [-p PORT] [-c CONNS] [-s BYTES]\n"
-    "               [-n REQUESTS | -d SECONDS] [-r] [-w] [-k]\n"
+    "               [-n REQUESTS | -d SECONDS] [-r] [-w] [-W] [-k]\n"
     "               [-R REQUEST -E REPLY] [-T SECONDS] [-q] [-h]\n"
     "Opens CONNS connections to a TCP server. Each sends a request, waits\n"
     "for the whole reply, checks every byte, and sends the next. Prints one\n"
@@ -87,6 +92,9 @@ static const char usage[] =
     "  -r       a new connection for every request (connect, send, read,\n"
     "           close): measures the server's cost of a new client\n"
     "  -w       wait until all connections are established before sending\n"
+    "  -W       warm up: each connection first makes one request, not\n"
+    "           counted; then print \"warmed up N connections\" and wait for\n"
+    "           SIGUSR1 before the timed part (not with -r)\n"
     "  -k       when done, print \"holding N connections\" and keep them\n"
     "           open until SIGINT or SIGTERM\n"
     "  -R STR   send STR instead of the pattern, with escapes \\r \\n \\t\n"
@@ -108,7 +116,7 @@ struct options {
     long requests;  /* -n, per connection */
     double seconds; /* -d; 0 means use -n */
     double time_limit;
-    bool reconnect, wait_all, keep, quiet;
+    bool reconnect, wait_all, warm_up, keep, quiet;
     unsigned char *request, *reply; /* the bytes sent, the bytes expected */
     size_t request_len, reply_len;
     size_t pattern_shift; /* PATTERN_PERIOD for the pattern, 1 with -R */
@@ -123,6 +131,7 @@ struct conn {
     enum conn_state state;
     bool want_write; /* is EPOLLOUT in its epoll interest set? */
     bool opened;     /* has its first connect() finished, well or not? */
+    bool warmed;     /* -W: has its warm-up request finished, or failed? */
     long done;       /* requests finished, verified or failed */
     size_t sent;     /* bytes of the current request written so far */
     size_t received; /* bytes of its reply read (and checked) so far */
@@ -139,6 +148,8 @@ struct run {
     size_t active;      /* slots not yet HELD or DONE */
     size_t unopened;    /* -w: slots whose first connect() is not finished */
     bool released;      /* past the -w barrier: requests may be sent */
+    bool warming;       /* -W: warm-up requests under way, none counted */
+    size_t unwarmed;    /* -W: slots whose warm-up is not finished */
     bool stopping;      /* -d: the time is up, start no new request */
     int64_t launched;   /* when the first connect() started */
     int64_t start;      /* when requests may start: the clock of seconds= */
@@ -301,7 +312,7 @@ static void parse_options(int argc, char **argv, struct options *opts)
     opts->conns = 1;
     opts->requests = 1;
     opts->time_limit = DEFAULT_TIME_LIMIT;
-    while ((opt = getopt(argc, argv, ":b:p:c:s:n:d:rwkR:E:T:qh")) != -1) {
+    while ((opt = getopt(argc, argv, ":b:p:c:s:n:d:rwWkR:E:T:qh")) != -1) {
         switch (opt) {
         case 'b':
             if (!is_valid_addr(optarg))
@@ -347,6 +358,9 @@ static void parse_options(int argc, char **argv, struct options *opts)
         case 'w':
             opts->wait_all = true;
             break;
+        case 'W':
+            opts->warm_up = true;
+            break;
         case 'k':
             opts->keep = true;
             break;
@@ -372,6 +386,10 @@ static void parse_options(int argc, char **argv, struct options *opts)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
     if (have_n && opts->seconds > 0)
         usage_error(usage, "-n and -d cannot go together: choose one");
+    if (opts->warm_up && opts->reconnect)
+        usage_error(usage, "-W and -r cannot go together: with -r every "
+                           "request is a new connection, there is nothing to "
+                           "warm up");
     if ((request_text == NULL) != (reply_text == NULL))
         usage_error(usage, "-R and -E go together: give both or neither");
 
@@ -542,6 +560,17 @@ static void note_opened(struct run *run, size_t i)
         release(run);
 }
 
+/* -W: the warm-up request of slot I is finished, verified or failed. */
+static void note_warmed(struct run *run, size_t i)
+{
+    struct conn *c = &run->conns[i];
+
+    if (!run->warming || c->warmed)
+        return;
+    c->warmed = true;
+    run->unwarmed--;
+}
+
 /* After a request is finished (verified or failed), the slot sends its next
  * one: on the same socket, or with -r on a new one (through the queue). */
 static void next_request(struct run *run, size_t i, int64_t now)
@@ -610,6 +639,7 @@ static void conn_failed(struct run *run, size_t i, int err, const char *fmt,
         finish_slot(run, i);
     if (was == WAITING || was == CONNECTING)
         note_opened(run, i); /* may release the -w barrier */
+    note_warmed(run, i);
 }
 
 /* The whole reply is in and checked. */
@@ -618,6 +648,11 @@ static void request_done(struct run *run, size_t i, int64_t now)
     struct conn *c = &run->conns[i];
     int64_t latency = now - c->started;
 
+    if (run->warming) { /* not counted: the slot waits for the timed part */
+        c->state = READY;
+        note_warmed(run, i);
+        return;
+    }
     run->histogram[bucket_of((uint64_t)latency)]++;
     if (latency > run->max_latency)
         run->max_latency = latency;
@@ -814,28 +849,80 @@ static void launch_connects(struct run *run)
 
 /* ---- The run ------------------------------------------------------------ */
 
-/* -w: every connection is established (or failed): now send. */
-static void release(struct run *run)
+/* The timed part starts now: its clock (seconds=), and with -d its end. */
+static void start_timing(struct run *run)
 {
     const struct options *opts = run->opts;
 
-    run->released = true;
     run->start = now_ns();
     if (opts->seconds > 0) {
         run->deadline = run->start + (int64_t)(opts->seconds * NS_PER_SEC);
         run->give_up_at = run->deadline + (int64_t)(DRAIN_SECONDS * NS_PER_SEC);
     }
+}
+
+static void start_ready_slots(struct run *run)
+{
+    for (size_t i = 0; i < (size_t)run->opts->conns; i++)
+        if (run->conns[i].state == READY)
+            start_request(run, i, now_ns());
+}
+
+/* -w: every connection is established (or failed): now send (with -W, the
+ * warm-up requests first). */
+static void release(struct run *run)
+{
+    const struct options *opts = run->opts;
+
+    run->released = true;
+    run->warming = opts->warm_up;
+    if (!run->warming)
+        start_timing(run);
     if (opts->wait_all && !opts->quiet) {
         size_t ready = 0;
         for (size_t i = 0; i < (size_t)opts->conns; i++)
             ready += run->conns[i].state == READY;
-        warn_msg("%zu of %ld connections established in %.3f s; sending", ready,
-                 opts->conns,
-                 (double)(run->start - run->launched) / NS_PER_SEC);
+        warn_msg("%zu of %ld connections established in %.3f s; %s", ready,
+                 opts->conns, (double)(now_ns() - run->launched) / NS_PER_SEC,
+                 run->warming ? "warming up" : "sending");
     }
+    start_ready_slots(run);
+}
+
+/* -W: every connection has made its warm-up request (or failed). Say so,
+ * wait for SIGUSR1 (blocked since main, so one sent early is not lost),
+ * then start the timed part. SIGINT or SIGTERM instead ends the run. */
+static void warmed_up(struct run *run)
+{
+    const struct options *opts = run->opts;
+    sigset_t go_or_stop;
+    size_t ready = 0;
+    int sig, err;
+
+    run->warming = false;
     for (size_t i = 0; i < (size_t)opts->conns; i++)
-        if (run->conns[i].state == READY)
-            start_request(run, i, now_ns());
+        ready += run->conns[i].state == READY;
+    printf("warmed up %zu connections\n", ready);
+    fflush(stdout);
+    if (ready == 0)
+        return; /* every one failed: nothing to time, no reason to wait */
+    sigemptyset(&go_or_stop);
+    sigaddset(&go_or_stop, SIGUSR1);
+    sigaddset(&go_or_stop, SIGINT);
+    sigaddset(&go_or_stop, SIGTERM);
+    err = sigwait(&go_or_stop, &sig);
+    if (err != 0) {
+        errno = err;
+        die_errno("sigwait");
+    }
+    if (sig != SIGUSR1) {
+        stop_requested = 1; /* sigwait took it: no handler ran */
+        return;
+    }
+    start_timing(run);
+    if (opts->seconds == 0)
+        run->give_up_at = run->start + (int64_t)(opts->time_limit * NS_PER_SEC);
+    start_ready_slots(run);
 }
 
 /* -d: the time is up. Requests in flight may finish; nothing new starts. */
@@ -938,6 +1025,8 @@ static void run_loop(struct run *run, const sigset_t *wait_mask)
         for (int k = 0; k < n; k++)
             handle_event(run, (size_t)events[k].data.u64, events[k].events);
 
+        if (run->warming && run->unwarmed == 0)
+            warmed_up(run);
         now = now_ns();
         if (stop_requested) {
             give_up(run, "stopped by a signal");
@@ -994,10 +1083,14 @@ int main(int argc, char **argv)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    if (opts.warm_up) /* only warmed_up()'s sigwait() takes it */
+        sigaddset(&stop_signals, SIGUSR1);
     if (sigprocmask(SIG_BLOCK, &stop_signals, &wait_mask) == -1)
         die_errno("sigprocmask");
     sigdelset(&wait_mask, SIGINT); /* in case they were blocked already */
     sigdelset(&wait_mask, SIGTERM);
+    if (opts.warm_up)
+        sigaddset(&wait_mask, SIGUSR1);
 
     memset(&run, 0, sizeof run);
     run.opts = &opts;
@@ -1014,6 +1107,7 @@ int main(int argc, char **argv)
     }
     run.active = (size_t)opts.conns;
     run.unopened = (size_t)opts.conns;
+    run.unwarmed = (size_t)opts.conns;
     run.launched = run.start = now_ns();
     run.deadline = INT64_MAX;
     run.give_up_at = run.start + (int64_t)(opts.time_limit * NS_PER_SEC);
