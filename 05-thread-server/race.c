@@ -9,7 +9,8 @@
  * threads interleave those steps one increment is lost. With -m every
  * increment holds a mutex, and none is lost.
  *
- * Exit status: 0 if the count is exact, 1 if increments were lost.
+ * Exit status: 0 if the count is exact, 1 if increments were lost (or the
+ * result could not be written to stdout).
  */
 #include "lab.h"
 
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
     int opt;
 
     set_program_name(argv[0]);
+    keep_std_fds_open();
     while ((opt = getopt(argc, argv, ":mt:n:h")) != -1) {
         switch (opt) {
         case 'm':
@@ -114,5 +116,7 @@ int main(int argc, char **argv)
     if (counter != expected)
         printf(" (%ld lost)", expected - counter);
     printf("\n");
+    if (check_stdout() == -1) /* a full disk, a closed stdout: say so */
+        return 1;
     return counter == expected ? 0 : 1;
 }

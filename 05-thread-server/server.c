@@ -12,13 +12,16 @@
  *
  * All threads share the process's memory, so data that two of them touch
  * (the queue, the count of clients served) is guarded by a mutex.
+ *
+ * SIGINT and SIGTERM are blocked in every thread; one thread, stop_thread,
+ * takes them with sigwait() and wakes main wherever main sleeps.
  */
 #include "lab.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,8 +32,6 @@
 #define MAX_WORKERS 1024
 /* -t: clients accepted but not yet taken by a worker. */
 #define QUEUE_SLOTS 16
-/* How often main, waiting on a full queue, looks at stop_requested. */
-#define STOP_CHECK_MS 200
 
 static const char usage[] =
     "usage: server [-b ADDR] [-p PORT] [-q] [-t N] [-h]\n"
@@ -54,9 +55,6 @@ struct client {
 
 static bool quiet; /* -q: set before any thread starts, then only read */
 
-/* SIGINT and SIGTERM: blocked in every thread but main (see start_thread). */
-static sigset_t stop_signals;
-
 /* Every new thread is detached: it frees its own resources when it ends. */
 static pthread_attr_t detached;
 
@@ -66,16 +64,24 @@ static unsigned long served; /* clients served to the end; under served_lock */
 
 /* -t: the bounded queue from main (producer) to the workers (consumers), a
  * ring of QUEUE_SLOTS pointers. Every field is read and written only with
- * lock held. not_full is set up in queue_init(): it needs a clock. */
+ * lock held. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t not_empty; /* a client was added: a worker may go on */
-    pthread_cond_t not_full;  /* a slot was freed: main may go on */
+    pthread_cond_t not_full;  /* a slot was freed, or a stop: main may go on */
     struct client *slots[QUEUE_SLOTS];
     size_t head;  /* the oldest client waiting */
     size_t count; /* how many are waiting */
 } queue = {.lock = PTHREAD_MUTEX_INITIALIZER,
-           .not_empty = PTHREAD_COND_INITIALIZER};
+           .not_empty = PTHREAD_COND_INITIALIZER,
+           .not_full = PTHREAD_COND_INITIALIZER};
+
+/* SIGINT and SIGTERM: blocked in every thread, taken by stop_thread. */
+static sigset_t stop_signals;
+
+/* stop_thread writes one byte into stop_pipe[1] when a stop is requested;
+ * main watches stop_pipe[0] beside the listening socket. */
+static int stop_pipe[2];
 
 /* pthread functions return 0 or an error number and leave errno alone, so
  * we put the number in errno for die_errno() to report. They fail only on
@@ -89,7 +95,8 @@ static void check_pthread(int err, const char *call)
 }
 
 /* Send back everything the client sends, until it half-closes (read()
- * returns 0) or something fails: the loop of chapter 03. */
+ * returns 0) or something fails: the loop of chapter 03. The read and the
+ * write block this thread only; a stop does not wait for them (see main). */
 static void echo_client(int conn_fd, const char *peer)
 {
     char buf[BUF_SIZE]; /* on this thread's own stack */
@@ -103,8 +110,7 @@ static void echo_client(int conn_fd, const char *peer)
             return;
         }
         if (write_all(conn_fd, buf, (size_t)n) == -1) {
-            if (!stop_requested) /* else write_all stopped for SIGTERM */
-                warn_errno("write %s", peer); /* e.g. EPIPE */
+            warn_errno("write %s", peer); /* e.g. EPIPE */
             return;
         }
     }
@@ -116,7 +122,7 @@ static void close_client(struct client *c)
     if (close(c->fd) == -1)
         warn_errno("close %s", c->peer);
     if (!quiet)
-        printf("closed %s\n", c->peer); /* one call: one whole line */
+        log_line("closed %s", c->peer); /* one write(): one whole line */
     free(c);
 }
 
@@ -130,23 +136,13 @@ static void serve_client(struct client *c)
     close_client(c);
 }
 
-/* Start FN(ARG) in a new detached thread; 0 or an error number. A thread
- * inherits its creator's signal mask, so blocking SIGINT and SIGTERM around
- * pthread_create() gives a thread that never takes them: the kernel must
- * deliver them to main, whose accept() they interrupt. (Blocking them in
- * the new thread itself would leave a moment when it could take one.) */
+/* Start FN(ARG) in a new detached thread; 0 or an error number. The new
+ * thread inherits main's signal mask: SIGINT and SIGTERM blocked. */
 static int start_thread(void *(*fn)(void *), void *arg)
 {
-    sigset_t old_mask;
     pthread_t tid;
-    int err;
 
-    check_pthread(pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask),
-                  "pthread_sigmask");
-    err = pthread_create(&tid, &detached, fn, arg);
-    check_pthread(pthread_sigmask(SIG_SETMASK, &old_mask, NULL),
-                  "pthread_sigmask");
-    return err;
+    return pthread_create(&tid, &detached, fn, arg);
 }
 
 /* Default model: one thread, one client. */
@@ -158,46 +154,18 @@ static void *client_thread(void *arg)
 
 /* ---- -t N: the pool and its queue ---------------------------------- */
 
-/* main waits on not_full with a timeout, measured by a clock that never
- * jumps (the default, CLOCK_REALTIME, follows changes to the date). */
-static void queue_init(void)
-{
-    pthread_condattr_t attr;
-
-    check_pthread(pthread_condattr_init(&attr), "pthread_condattr_init");
-    check_pthread(pthread_condattr_setclock(&attr, CLOCK_MONOTONIC),
-                  "pthread_condattr_setclock");
-    check_pthread(pthread_cond_init(&queue.not_full, &attr),
-                  "pthread_cond_init");
-    check_pthread(pthread_condattr_destroy(&attr), "pthread_condattr_destroy");
-}
-
 /* Producer (main): add C, waiting while the queue is full; that wait is the
- * backpressure. A signal does not end pthread_cond_wait(), so main wakes up
- * every STOP_CHECK_MS to look at stop_requested. False if a stop came
- * first: C was not added. */
+ * backpressure. False if a stop came first: C was not added. */
 static bool queue_put(struct client *c)
 {
     bool added;
 
     check_pthread(pthread_mutex_lock(&queue.lock), "pthread_mutex_lock");
-    while (queue.count == QUEUE_SLOTS && !stop_requested) {
-        struct timespec until;
-        int err;
-
-        if (clock_gettime(CLOCK_MONOTONIC, &until) == -1)
-            die_errno("clock_gettime");
-        until.tv_nsec += STOP_CHECK_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        /* Unlocks, sleeps until signalled or timed out, locks again. */
-        err = pthread_cond_timedwait(&queue.not_full, &queue.lock, &until);
-        if (err != ETIMEDOUT)
-            check_pthread(err, "pthread_cond_timedwait");
-    }
-    added = queue.count < QUEUE_SLOTS;
+    /* A signal cannot end this wait: stop_thread wakes us (not_full). */
+    while (queue.count == QUEUE_SLOTS && !stop_requested)
+        check_pthread(pthread_cond_wait(&queue.not_full, &queue.lock),
+                      "pthread_cond_wait");
+    added = !stop_requested;
     if (added) {
         queue.slots[(queue.head + queue.count) % QUEUE_SLOTS] = c;
         queue.count++;
@@ -234,7 +202,45 @@ static void *worker_thread(void *arg)
     return NULL;
 }
 
+/* ---- Stopping: one thread takes the signals ------------------------- */
+
+/* Every thread blocks SIGINT and SIGTERM, so the kernel keeps one sent to
+ * us pending until this thread takes it with sigwait(). No handler runs:
+ * this is ordinary code, free to lock a mutex and wake other threads. */
+static void *stop_thread(void *arg)
+{
+    int signo;
+
+    (void)arg;
+    check_pthread(sigwait(&stop_signals, &signo), "sigwait");
+    stop_requested = 1;
+    /* Wake main if it sleeps in poll() for a client... */
+    if (write(stop_pipe[1], "!", 1) == -1)
+        die_errno("write stop pipe");
+    /* ...or in queue_put() for a free slot. Under the lock: main tests
+     * stop_requested with the lock held, so it is either before its test
+     * (and sees 1) or already asleep (and this wakes it). */
+    check_pthread(pthread_mutex_lock(&queue.lock), "pthread_mutex_lock");
+    check_pthread(pthread_cond_broadcast(&queue.not_full),
+                  "pthread_cond_broadcast");
+    check_pthread(pthread_mutex_unlock(&queue.lock), "pthread_mutex_unlock");
+    return NULL;
+}
+
 /* ---- main: accept, and hand each client over ----------------------- */
+
+/* Sleep until a client waits to be accepted (true) or a stop was
+ * requested (false). */
+static bool wait_for_client(int listen_fd)
+{
+    struct pollfd fds[2] = {{.fd = listen_fd, .events = POLLIN},
+                            {.fd = stop_pipe[0], .events = POLLIN}};
+
+    while (poll(fds, 2, -1) == -1)
+        if (errno != EINTR)
+            die_errno("poll");
+    return fds[1].revents == 0;
+}
 
 /* Out of descriptors, memory or threads: the next client stays in the
  * backlog, so wait a little before trying again rather than spin. */
@@ -242,11 +248,11 @@ static void back_off(void)
 {
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
 
-    nanosleep(&pause, NULL); /* EINTR just ends the pause early */
+    nanosleep(&pause, NULL);
 }
 
-/* Accept one client into a new struct client, or return NULL (a signal, an
- * error we survive) for the caller to go round again. */
+/* Accept one client into a new struct client, or return NULL (an error we
+ * survive) for the caller to go round again. */
 static struct client *accept_client(int listen_fd)
 {
     struct sockaddr_storage peer_addr;
@@ -258,7 +264,7 @@ static struct client *accept_client(int listen_fd)
     if (conn_fd == -1) {
         switch (accept_error_action(errno)) {
         case ACCEPT_RETRY:
-            return NULL; /* EINTR lands here: the caller checks the flag */
+            return NULL; /* e.g. ECONNABORTED: take the next one */
         case ACCEPT_BACKOFF:
             warn_errno("accept"); /* EMFILE: see back_off() */
             back_off();
@@ -279,7 +285,7 @@ static struct client *accept_client(int listen_fd)
     format_addr((struct sockaddr *)&peer_addr, peer_len, c->peer,
                 sizeof c->peer);
     if (!quiet)
-        printf("accepted %s\n", c->peer);
+        log_line("accepted %s", c->peer);
     return c;
 }
 
@@ -288,9 +294,10 @@ int main(int argc, char **argv)
     struct server_options opts;
     long workers = 0; /* 0: a thread per client */
     unsigned long served_total;
-    int opt, listen_fd;
+    int opt, err, listen_fd;
 
     set_program_name(argv[0]);
+    keep_std_fds_open(); /* before any socket can take descriptor 0, 1, 2 */
     server_options_init(&opts);
     while ((opt = getopt(argc, argv, SERVER_OPTSTRING "t:")) != -1) {
         if (opt == 't') {
@@ -307,38 +314,42 @@ int main(int argc, char **argv)
         usage_error(usage, "unexpected argument '%s'", argv[optind]);
     quiet = opts.quiet;
 
-    if (setvbuf(stdout, NULL, _IOLBF, 0) != 0)
-        die_errno("setvbuf stdout");
+    /* A handler, so that a parent's SIG_IGN cannot make us deaf; it only
+     * sets stop_requested if a signal lands before the next call. */
     if (ignore_sigpipe() == -1 || catch_stop_signals() == -1)
         die_errno("sigaction");
+    /* Block the stop signals here, before the first thread: every thread
+     * inherits this mask, so none of them can ever take one by surprise. */
     if (sigemptyset(&stop_signals) == -1 ||
         sigaddset(&stop_signals, SIGINT) == -1 ||
         sigaddset(&stop_signals, SIGTERM) == -1)
         die_errno("sigaddset");
+    check_pthread(pthread_sigmask(SIG_BLOCK, &stop_signals, NULL),
+                  "pthread_sigmask");
+    if (pipe(stop_pipe) == -1)
+        die_errno("pipe");
     check_pthread(pthread_attr_init(&detached), "pthread_attr_init");
     check_pthread(
         pthread_attr_setdetachstate(&detached, PTHREAD_CREATE_DETACHED),
         "pthread_attr_setdetachstate");
+    check_pthread(start_thread(stop_thread, NULL), "pthread_create");
 
     listen_fd = open_listener(opts.addr, opts.port, BACKLOG);
     if (listen_fd == -1)
         return 1;
-    if (workers > 0) { /* the pool is ready before we say we listen */
-        queue_init();
-        for (long i = 0; i < workers; i++) {
-            int err = start_thread(worker_thread, NULL);
-            if (err != 0) {
-                errno = err;
-                die_errno("pthread_create worker %ld of %ld", i + 1, workers);
-            }
+    /* The pool is ready before we say we listen. */
+    for (long i = 0; i < workers; i++) {
+        err = start_thread(worker_thread, NULL);
+        if (err != 0) {
+            errno = err;
+            die_errno("pthread_create worker %ld of %ld", i + 1, workers);
         }
     }
     if (announce_listening(listen_fd) == -1)
         return 1;
 
-    while (!stop_requested) {
+    while (!stop_requested && wait_for_client(listen_fd)) {
         struct client *c = accept_client(listen_fd);
-        int err;
 
         if (c == NULL)
             continue;
@@ -358,17 +369,19 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Stop: no new clients. Returning from main ends the process and every
-     * thread in it, and the kernel closes every socket we still hold: each
-     * client still connected (or still queued) sees the connection close
-     * (a FIN; a RST if it had sent bytes that nobody read). */
+    /* Stop: no new clients. Returning from main calls exit(), which ends
+     * the process and every thread in it, even one blocked in read() or
+     * write() on an idle client; the kernel then closes every socket we
+     * still hold, and each client still connected (or still queued) sees
+     * its connection close. No thread uses stdio, so exit() cannot wait for
+     * a stdio lock that a blocked thread holds. */
     if (close(listen_fd) == -1)
         die_errno("close listening socket");
     check_pthread(pthread_mutex_lock(&served_lock), "pthread_mutex_lock");
     served_total = served;
     check_pthread(pthread_mutex_unlock(&served_lock), "pthread_mutex_unlock");
     if (!quiet)
-        printf("served %lu client%s\n", served_total,
-               served_total == 1 ? "" : "s");
+        log_line("served %lu client%s", served_total,
+                 served_total == 1 ? "" : "s");
     return 0;
 }

@@ -17,6 +17,9 @@ RUNTIME_THREADS=0
 if built_with_tsan "$SERVER"; then
     RUNTIME_THREADS=1
 fi
+# The threads of an idle server: main, and the stop thread that takes
+# SIGINT and SIGTERM (sigwait). Clients' threads and workers come on top.
+BASE_THREADS=$((2 + RUNTIME_THREADS))
 
 # stop_server: SIGTERM, then expect_clean_exit.
 stop_server() {
@@ -102,7 +105,7 @@ expect_exit_0() {
 
 @test "-t 4: 20 concurrent clients are all served, by main and 4 workers only" {
     start_server "$SERVER" -p 0 -t 4
-    local cap=$((1 + 4 + RUNTIME_THREADS))
+    local cap=$((BASE_THREADS + 4))
     threads_are "$cap" # the pool is there before the first client
 
     # Four clients that send nothing hold all four workers...
@@ -137,19 +140,19 @@ expect_exit_0() {
     wait_for accepted_is 21
     wait_for listen_queue_is 7
     accepted_is 21
-    threads_are $((1 + 4 + RUNTIME_THREADS))
+    threads_are $((BASE_THREADS + 4))
     # SIGTERM reaches main even while it waits for a slot.
     stop_server
 }
-@test "without -t: one thread per connected client, and back to main alone after they leave" {
+@test "without -t: one thread per connected client, and back to main and the stop thread after they leave" {
     start_server "$SERVER" -p 0
-    threads_are 1
+    threads_are "$BASE_THREADS"
     spawn_peers 10 idler idle
     wait_for accepted_is 10
-    wait_for threads_are $((1 + 10 + RUNTIME_THREADS))
+    wait_for threads_are $((BASE_THREADS + 10))
     kill -TERM "${PEERS[@]}"
     wait_for closed_is 10
-    wait_for threads_are $((1 + RUNTIME_THREADS))
+    wait_for threads_are "$BASE_THREADS"
     stop_server
 }
 
@@ -213,8 +216,13 @@ served_count() {
 # does not block it. kill(2) with the ID of one thread offers it to that
 # thread first: the server must stop all the same.
 sigterm_via_newest_thread() {
-    local tid
-    tid=$(ls "/proc/$SERVER_PID/task" | sort -n | tail -n 1)
+    local task tid=0
+    for task in "/proc/$SERVER_PID/task"/*; do
+        task=${task##*/}
+        if [ "$task" -gt "$tid" ]; then
+            tid=$task
+        fi
+    done
     [ "$tid" != "$SERVER_PID" ]
     kill -TERM "$tid"
 }
@@ -223,7 +231,7 @@ sigterm_via_newest_thread() {
     start_server "$SERVER" -p 0
     spawn_peers 1 idler idle
     wait_for accepted_is 1
-    wait_for threads_are $((2 + RUNTIME_THREADS))
+    wait_for threads_are $((BASE_THREADS + 1))
     sigterm_via_newest_thread
     expect_clean_exit
 }
@@ -260,4 +268,125 @@ sigterm_via_newest_thread() {
     [ "$status" -eq 66 ] # TSan's exit status after a report
     [[ "$output" == *"WARNING: ThreadSanitizer: data race"* ]]
     [[ "$output" == *"count_up"* ]]
+}
+
+# ---- stopping, whatever the threads are doing ----------------------------------
+
+# stopped_within SECONDS: after SIGTERM, the server is gone within SECONDS
+# (whole seconds as bash counts them: up to one more on a loaded machine),
+# exits 0 and prints its count.
+stopped_within() {
+    kill -TERM "$SERVER_PID"
+    if ! lab_wait_gone "$SERVER_PID" "$1"; then
+        echo "the server still runs $1 s after SIGTERM" >&2
+        return 1
+    fi
+    expect_clean_exit
+}
+
+@test "-t 2: SIGTERM stops the server at once while main waits for a queue slot and the workers are blocked in read and write" {
+    start_server "$SERVER" -p 0 -t 2
+    # Worker 1 waits in read() for a client that sends nothing; worker 2
+    # waits in write() to a client that sends 64 MiB and never reads.
+    spawn_peers 1 idler idle
+    wait_for accepted_is 1
+    spawn_peers 1 flooder flood 67108864
+    wait_for accepted_is 2
+    # 16 more fill the queue and one more keeps main waiting for a slot
+    # in pthread_cond_wait(), which a signal cannot end.
+    spawn_peers 17 waiter idle
+    wait_for accepted_is 19
+    stopped_within 2
+    file_has_line "$SERVER_OUT" '^served 0 clients$'
+}
+
+# start_server_with_stalled_log: start the server with its stdout into a
+# FIFO (a named pipe), read its "listening on" line from the FIFO, and never
+# read again: a log pipe that nobody reads, as with "server | less" left
+# alone. Opening the FIFO read-write (<>) never waits for the other end.
+start_server_with_stalled_log() {
+    local fifo="$BATS_TEST_TMPDIR/log.fifo" line
+    mkfifo "$fifo"
+    exec {LOG_FD}<>"$fifo"
+    # shellcheck disable=SC2016 # the inner sh expands $0 and $@
+    lab_spawn server sh -c 'exec "$@" >"$0"' "$fifo" "$SERVER" -p 0
+    SERVER_PID=$LAB_PID
+    SERVER_OUT="$BATS_TEST_TMPDIR/server.out" # stays empty
+    SERVER_ERR="$BATS_TEST_TMPDIR/server.err"
+    read -r -t "$LAB_WAIT" -u "$LOG_FD" line
+    [[ "$line" == "listening on "* ]]
+    SERVER_PORT=${line##*:}
+    # shellcheck disable=SC2034 # read by server_host in tests/lib.bash
+    SERVER_ADDR=127.0.0.1
+}
+
+@test "without -t: a log pipe that nobody reads stops neither serving nor SIGTERM" {
+    start_server_with_stalled_log
+    # 4 clients at once, 600 connections each: 2,400 accepted/closed line
+    # pairs, about 110 kB from many threads, while a pipe holds 64 KiB.
+    spawn_peers 4 cycler cycle 600
+    expect_exit_0 "${PEERS[@]}"
+    # The pipe is full now; a new client is served all the same...
+    head -c 100000 /dev/urandom >"$BATS_TEST_TMPDIR/in"
+    echo_through_server "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+    cmp "$BATS_TEST_TMPDIR/in" "$BATS_TEST_TMPDIR/out"
+    # ...and SIGTERM ends it.
+    stopped_within 2
+    exec {LOG_FD}<&-
+}
+
+# ---- standard streams ---------------------------------------------------------
+
+@test "started with stdin and stderr closed, no client's echo carries another client's error line" {
+    # Without keep_std_fds_open(), the listening socket would be descriptor
+    # 0 and the first client's socket descriptor 2, "stderr": the error
+    # line about the second client would be sent to the first.
+    # shellcheck disable=SC2016 # the inner sh expands $@
+    start_server sh -c 'exec "$@" <&- 2>&-' sh "$SERVER" -p 0
+
+    # The first client: the chapter 03 client, its stdin a FIFO we hold.
+    local fifo="$BATS_TEST_TMPDIR/in.fifo" in_fd
+    mkfifo "$fifo"
+    exec {in_fd}<>"$fifo"
+    # shellcheck disable=SC2016 # the inner sh expands $0 and $@
+    lab_spawn first sh -c 'exec "$@" <"$0"' "$fifo" "$LAB_CLIENT" -p "$SERVER_PORT"
+    local first=$LAB_PID
+    wait_for accepted_is 1
+    # The second client resets: the server logs "read ...: Connection
+    # reset by peer" (or "write ...") on its stderr, then "closed".
+    timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" reset 100000
+    wait_for closed_is 1
+    # Now the first client sends a line and half-closes: its echo must be
+    # that line and nothing else.
+    echo "only this line" >&"$in_fd"
+    exec {in_fd}>&-
+    lab_wait_gone "$first"
+    echo "the first client received:" >&2
+    cat "$BATS_TEST_TMPDIR/first.out" >&2
+    [ "$(cat "$BATS_TEST_TMPDIR/first.out")" = "only this line" ]
+    # Where the error lines went: nowhere, as the starter chose.
+    [ "$(readlink "/proc/$SERVER_PID/fd/2")" = /dev/null ]
+    stop_server
+}
+
+# ---- libc and threads ----------------------------------------------------------
+
+# Functions that POSIX does not require to be thread-safe (man 7 pthreads)
+# and that a server's threads could be tempted to call: the error text
+# (strerror's buffer may be shared by all threads), time, addresses, names.
+MT_UNSAFE="strerror strtok localtime gmtime ctime asctime inet_ntoa
+gethostbyname gethostbyaddr getservbyname rand readdir strsignal"
+
+@test "neither program links a libc function that is unsafe in threads (strerror, ...)" {
+    command -v nm >/dev/null || skip "nm (binutils) is not installed"
+    local prog fn found=""
+    for prog in "$SERVER" "$RACE"; do
+        for fn in $MT_UNSAFE; do
+            if nm -D --undefined-only "$prog" | grep -Eq "[[:space:]]${fn}(@|\$)"; then
+                found+=" ${prog##*/}:$fn"
+            fi
+        done
+    done
+    echo "found:${found:- none}"
+    [ -z "$found" ]
 }

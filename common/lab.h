@@ -167,8 +167,9 @@ int write_stdout(const char *text, size_t len);
 /* Print one log line ("accepted 127.0.0.1:50312") on stdout, as one
  * write() that never blocks: if nobody reads the other end of a pipe and it
  * is full, the line is dropped and counted instead of stopping the server.
- * Lines are cut at 255 bytes. Safe to call from several threads (one
- * write() per line keeps lines whole). */
+ * Lines are cut at 255 bytes. Safe to call from several threads: one
+ * write() per line keeps lines whole, and a lock keeps the poll() and the
+ * write() together. */
 void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* How many lines log_line() and the warn_...() functions dropped. */
 unsigned long log_lines_dropped(void);

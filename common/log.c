@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,13 +61,23 @@ int write_stdout(const char *text, size_t len)
 
 void write_log_line(int fd, const char *line, size_t len)
 {
+    static pthread_mutex_t writer = PTHREAD_MUTEX_INITIALIZER;
     struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
+    bool written;
 
     /* poll() with timeout 0 only asks: is there room now? A pipe with room
      * takes a line this short whole, without blocking. No room means nobody
-     * is reading: drop the line rather than stop serving. */
-    if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT) ||
-        write(fd, line, len) != (ssize_t)len)
+     * is reading: drop the line rather than stop serving. The lock keeps
+     * another thread from taking that room between our poll() and write(). */
+    if (pthread_mutex_lock(&writer) != 0) {
+        atomic_fetch_add(&lines_dropped, 1);
+        return;
+    }
+    written = poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT) &&
+              write(fd, line, len) == (ssize_t)len;
+    if (pthread_mutex_unlock(&writer) != 0)
+        abort(); /* we hold it: only a bug in this file can make this fail */
+    if (!written)
         atomic_fetch_add(&lines_dropped, 1);
 }
 
