@@ -86,8 +86,9 @@ wait_idle_closed() {
     local talker_pid=$LAB_PID
     spawn_idle
     wait_idle_closed "edge-triggered (-e)"
-    wait_exit_status "$talker_pid"
-    [ "$EXIT_STATUS" -eq 0 ] && cmp -s "$expected" "$BATS_TEST_TMPDIR/talker.out" ||
+    local status=timeout
+    wait_exit_status "$talker_pid" && status=$EXIT_STATUS
+    [ "$status" = 0 ] && cmp -s "$expected" "$BATS_TEST_TMPDIR/talker.out" ||
         fail_with "A client that sent a line every second for 7 s did not get its 7 lines" \
             "back (it said: $(head -n 1 "$BATS_TEST_TMPDIR/talker.err"))." \
             "Only silence counts: every read that gets bytes starts the client's 5 s again," \
