@@ -21,7 +21,9 @@ now_ms() {
 }
 
 @test "an idle client is closed after 10 s, and the client behind it is served" {
-    start_server "$SERVER" -p 0
+    start_server "$SERVER" -p 0 ||
+        fail_with "'server -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./03-accept/server -p 0"
     lab_spawn idle "$LAB_PEER" -v -p "$SERVER_PORT" idle
     wait_for file_has_line "$BATS_TEST_TMPDIR/idle.out" '^connected '
     local peer start elapsed
@@ -53,7 +55,9 @@ now_ms() {
 }
 
 @test "a client that keeps talking within the deadline gets its whole echo" {
-    start_server "$SERVER" -p 0
+    start_server "$SERVER" -p 0 ||
+        fail_with "'server -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./03-accept/server -p 0"
     run_output "$LAB_PEER" -p "$SERVER_PORT" echo 1048576
     [ "$RUN_STATUS" -eq 0 ] ||
         fail_with "1 MiB echoed through the server did not come back whole: $RUN_ERR" \

@@ -20,7 +20,9 @@ queue_is() {
 
 # start_pool: start the server and wait for its 4 children.
 start_pool() {
-    start_server "$SERVER" -p 0
+    start_server "$SERVER" -p 0 ||
+        fail_with "'server -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./04-fork-server/server -p 0"
     wait_for child_count_is "$SERVER_PID" "$POOL" ||
         fail_with "The server has $(children_of "$SERVER_PID" | wc -l) children before any" \
             "client connects, not $POOL: fork them in main(), after open_listener()" \

@@ -18,7 +18,9 @@ WHERE=("Count in the parent: it learns of each client in start_child() and"
 # LAST_LINE to the last line of its stdout.
 serve_then_stop() {
     local n=$1 i pids=()
-    start_server "$SERVER" -p 0
+    start_server "$SERVER" -p 0 ||
+        fail_with "'server -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./04-fork-server/server -p 0"
     for ((i = 1; i <= n - 2; i++)); do
         timeout "$LAB_WAIT" "$LAB_PEER" -p "$SERVER_PORT" echo 1000 ||
             fail_with "Client $i of $n got no echo: the server must still serve."

@@ -18,7 +18,9 @@ WHERE="Look at build_sets(), add_client() and the clients[] table in 06-select-s
     hard=$(ulimit -Hn)
     [ "$hard" = unlimited ] || [ "$hard" -ge 2048 ] ||
         fail_with "This check needs a descriptor limit of 2048; ulimit -Hn is $hard here."
-    start_server_with_fd_limit 2048 "$SERVER" -p 0
+    start_server_with_fd_limit 2048 "$SERVER" -p 0 ||
+        fail_with "'server -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./06-select-server/server -p 0"
     local fds
     fds=$(fd_count "$SERVER_PID")
     # loadgen: $CLIENTS connections, each echoes 64 bytes (checked), then
@@ -68,7 +70,9 @@ WHERE="Look at build_sets(), add_client() and the clients[] table in 06-select-s
 }
 
 @test "the echo still works: 1 MiB, 200 KB owed after a half-close, a reset; SIGTERM exits 0" {
-    start_server "$SERVER" -p 0
+    start_server "$SERVER" -p 0 ||
+        fail_with "'server -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./06-select-server/server -p 0"
     run_output "$LAB_PEER" -p "$SERVER_PORT" echo 1048576
     [ "$RUN_STATUS" -eq 0 ] ||
         fail_with "1 MiB echoed through the server did not come back whole: $RUN_ERR" \

@@ -64,7 +64,9 @@ max_reads_per_turn() {
 }
 
 @test "-e -B 4: three clients at once and one that half-closes all get their whole echo" {
-    start_server "$SERVER" -e -B 4 -q -p 0
+    start_server "$SERVER" -e -B 4 -q -p 0 ||
+        fail_with "'server -e -B 4 -q -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./07-epoll-server/server -e -B 4 -q -p 0"
     local pids=() i
     for i in 1 2 3; do
         lab_spawn "echo$i" "$LAB_PEER" -p "$SERVER_PORT" echo 100000

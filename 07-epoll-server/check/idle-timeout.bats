@@ -57,7 +57,9 @@ wait_idle_closed() {
 }
 
 @test "a silent client is closed about 5 s after 'accepted'; the server sleeps meanwhile" {
-    start_server "$SERVER" -p 0
+    start_server "$SERVER" -p 0 ||
+        fail_with "'server -p 0' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./07-epoll-server/server -p 0"
     spawn_idle
     wait_idle_closed "level-triggered"
     # A server that sleeps in epoll_pwait() is seen as S; one that spins
@@ -74,7 +76,9 @@ wait_idle_closed() {
 }
 
 @test "-e: a silent client is closed while another, talking every second, stays" {
-    start_server "$SERVER" -p 0 -e
+    start_server "$SERVER" -p 0 -e ||
+        fail_with "'server -p 0 -e' did not start; it said: $(head -n 2 "$SERVER_ERR")" \
+            "Run it yourself: ./07-epoll-server/server -p 0 -e"
     # The talker sends a line a second for 7 s: never silent for 5 s, but
     # connected longer than that. (The sleeps pace the client; the check
     # waits for the server only with wait_for.)
