@@ -26,7 +26,8 @@ start_udp_echo() {
         fail_with "'udp_echo -p 0' printed no 'listening on ADDR:PORT' line; it said:" \
             "$(head -n 2 "$SERVER_ERR")" \
             "Take -p as server.c does (server_option()), and after bind() call" \
-            "announce_listening(fd): it prints the port the kernel chose."
+            "announce_listening(fd): it prints the port the kernel chose, at once" \
+            "(a printf() line to a file waits in stdio's buffer until fflush())."
 }
 
 # open_udp NAME: a UDP socket connected to the server (bash's /dev/udp), in

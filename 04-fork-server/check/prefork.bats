@@ -40,7 +40,7 @@ start_pool() {
                 "Does each child go back to accept() after its client leaves?" \
                 "And does it close the connected socket (else the client never sees EOF)?"
     done
-    [ "$(children_of "$SERVER_PID" | wc -l)" -eq "$POOL" ] ||
+    wait_for child_count_is "$SERVER_PID" "$POOL" ||
         fail_with "After 10 clients the server has $(children_of "$SERVER_PID" | wc -l)" \
             "children, not $POOL: a pool is forked once, not once per client."
     lab_note "children: $before"

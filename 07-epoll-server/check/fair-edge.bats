@@ -60,7 +60,9 @@ max_reads_per_turn() {
             "epoll wait: does it read with read() or recv()?"
     [ "$max" -le "$CAP" ] ||
         fail_with "Between two epoll waits the server read descriptor $fd $max times:" \
-            "the cap is $CAP reads a turn." "${WHERE[@]}"
+            "the cap is $CAP reads a turn." "${WHERE[@]}" \
+            "(Twice the cap? A client the cap put on the list gets its next turn" \
+            "after the next epoll_pwait(), not again in the round that put it there.)"
 }
 
 @test "-e -B 4: three clients at once and one that half-closes all get their whole echo" {
