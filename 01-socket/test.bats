@@ -2,6 +2,8 @@
 # Chapter 01: every socket is a file descriptor, and a call that cannot
 # work returns -1 with errno set.
 
+# STATUS and ERR come from lib.bash's run_stdout_broken:
+# shellcheck disable=SC2153
 load ../tests/lib
 
 SOCKETS="$LAB_ROOT/01-socket/sockets"
@@ -39,32 +41,6 @@ row_fd() {
 # all_socket_fds OUTPUT: every descriptor a socket() row of OUTPUT reports.
 all_socket_fds() {
     sed -nE 's/^  socket\(.*\) += ([0-9]+) +socket:.*/\1/p' <<<"$1"
-}
-
-# run_stdout_broken full|closed CMD...: run CMD (bounded) with its stdout
-# on /dev/full or closed; set STATUS and ERR (its stderr).
-run_stdout_broken() {
-    local how=$1 err="$BATS_TEST_TMPDIR/broken.err"
-    shift
-    STATUS=0
-    if [ "$how" = full ]; then
-        timeout "$LAB_WAIT" "$@" >/dev/full 2>"$err" 3>&- || STATUS=$?
-    else
-        timeout "$LAB_WAIT" "$@" >&- 2>"$err" 3>&- || STATUS=$?
-    fi
-    ERR=$(cat "$err")
-    echo "stdout $how: exit $STATUS; stderr: $ERR"
-}
-
-# env_sets_signals OPTION FIELD: does `env OPTION=INT,TERM` start a program
-# with SIGINT and SIGTERM (bits 1 and 14 of /proc/self/status's mask FIELD:
-# signal N is bit N-1) blocked (--block-signal, SigBlk) or ignored
-# (--ignore-signal, SigIgn)?
-env_sets_signals() {
-    local option=$1 field=$2 hex
-    hex=$(env "$option=INT,TERM" grep "^$field:" /proc/self/status)
-    hex=${hex##*[[:space:]]}
-    (((16#$hex >> 1) & 1)) && (((16#$hex >> 14) & 1))
 }
 
 # has_cap_net_raw: does this test process hold CAP_NET_RAW (bit 13)?

@@ -279,3 +279,31 @@ zombie_children_of() {
 listen_queue() {
     ss -Hltn "sport = :$1" | awk '{ print $2; exit }'
 }
+
+# ---- programs started with a broken stdout or odd signals (01, 02) ----------
+
+# run_stdout_broken full|closed CMD...: run CMD (bounded) with its stdout
+# on /dev/full or closed; set STATUS and ERR (its stderr).
+run_stdout_broken() {
+    local how=$1 err="$BATS_TEST_TMPDIR/broken.err"
+    shift
+    STATUS=0
+    if [ "$how" = full ]; then
+        timeout "$LAB_WAIT" "$@" >/dev/full 2>"$err" 3>&- || STATUS=$?
+    else
+        timeout "$LAB_WAIT" "$@" >&- 2>"$err" 3>&- || STATUS=$?
+    fi
+    ERR=$(cat "$err")
+    echo "stdout $how: exit $STATUS; stderr: $ERR"
+}
+
+# env_sets_signals OPTION FIELD: does `env OPTION=INT,TERM` start a program
+# with SIGINT and SIGTERM (bits 1 and 14 of /proc/self/status's mask FIELD:
+# signal N is bit N-1) blocked (--block-signal, SigBlk) or ignored
+# (--ignore-signal, SigIgn)?
+env_sets_signals() {
+    local option=$1 field=$2 hex
+    hex=$(env "$option=INT,TERM" grep "^$field:" /proc/self/status)
+    hex=${hex##*[[:space:]]}
+    (((16#$hex >> 1) & 1)) && (((16#$hex >> 14) & 1))
+}
